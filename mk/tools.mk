@@ -35,3 +35,15 @@ $(KUBECONFORM):
 
 .PHONY: tools
 tools: $(KUSTOMIZE) $(ACTIONLINT) $(KUBECONFORM) ## build the pinned Go CLIs into .tools/bin
+
+# checkov pins an old `packaging`, so it gets a venv of its own instead of joining .venv.
+CHECKOV_VERSION := 3.3.30
+CHECKOV_VENV    := $(TOOLS)/checkov-$(CHECKOV_VERSION)
+CHECKOV         := $(CHECKOV_VENV)/bin/checkov
+
+$(CHECKOV):
+	@echo ">> installing checkov $(CHECKOV_VERSION) into its own venv"
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet "checkov==$(CHECKOV_VERSION)"
+
+tools: $(CHECKOV)
