@@ -49,10 +49,10 @@ test: setup ## everything CI checks: lint, types, tests, manifests, workflows, c
 	@echo ">> make test: all checks passed"
 
 lint: setup ## ruff lint + format check
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 
-typecheck: setup ## mypy --strict over src/
+typecheck: setup ## mypy --strict over src/ and bench/
 	$(BIN)/mypy
 
 unit: setup ## pytest, default suite (not slow, not e2e, not container)
