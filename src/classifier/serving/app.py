@@ -1,0 +1,111 @@
+"""The app factory: builds state, wires middleware, error handlers and one router per resource."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from classifier.serving import __version__
+from classifier.serving.batching import Predictor
+from classifier.serving.errors import PayloadTooLarge, error_response, install_error_handlers
+from classifier.serving.observability import ASGIApp, Metrics, ObservabilityMiddleware
+from classifier.serving.routes import health, metrics, model, predict
+from classifier.serving.runtime import LiteRTModel, ModelLoadError
+from classifier.serving.settings import Settings
+from classifier.serving.state import ServiceState
+
+log = logging.getLogger("classifier.serving")
+
+DESCRIPTION = """\
+Classifies electroluminescence images of solar cells (ELPV) as functional or defective.
+
+`POST /v1/predict` takes one or several images as multipart (`files` parts) or as JSON with
+base64 data; every error is a JSON body with a stable `code` (see docs/serving.md).
+"""
+
+
+def _too_large(declared: int, limit: int) -> ASGIApp:
+    return error_response(
+        413,
+        PayloadTooLarge.code,
+        f"request body is {declared} bytes, over the limit of {limit} bytes "
+        "(CLASSIFIER_MAX_UPLOAD_BYTES); send fewer or smaller images per request",
+    )
+
+
+async def _load_model(service: ServiceState) -> None:
+    """Load off the event loop, so /livez answers and /readyz says 503 while this runs."""
+    try:
+        await asyncio.to_thread(service.model.load)
+    except ModelLoadError as exc:
+        service.load_error = str(exc)
+        log.error("model failed to load; the service will stay unready", extra={"error": str(exc)})
+        return
+    card = service.model.card
+    service.metrics.model_info.labels(
+        card.name, card.version, card.git_revision, card.data_hash
+    ).set(1)
+    service.metrics.model_ready.set(1)
+    service.metrics.model_load_seconds.set(service.model.load_seconds or 0.0)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    threads = settings.threads
+    metrics_ = Metrics()
+    model_ = LiteRTModel(
+        settings.model_path,
+        settings.model_card_path,
+        threads=threads,
+        max_batch=settings.max_batch_size,
+    )
+    service = ServiceState(
+        settings=settings,
+        metrics=metrics_,
+        model=model_,
+        predictor=Predictor(
+            model_,
+            metrics_,
+            max_batch_size=settings.max_batch_size,
+            max_wait_ms=settings.max_batch_wait_ms,
+        ),
+        decode_pool=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode"),
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.predictor.start()
+        loading = asyncio.create_task(_load_model(service), name="load-model")
+        app.state.loading = loading
+        try:
+            yield
+        finally:
+            # uvicorn gets here after in-flight requests finished (graceful shutdown).
+            await loading
+            await service.predictor.stop()
+            service.model.close()
+            service.decode_pool.shutdown(wait=True)
+            log.info("service stopped")
+
+    app = FastAPI(
+        title="ELPV solar-cell defect classifier",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    install_error_handlers(app)
+    for router in (health.router, model.router, predict.router, metrics.router):
+        app.include_router(router)
+    app.add_middleware(
+        ObservabilityMiddleware,
+        metrics=metrics_,
+        max_body_bytes=settings.max_upload_bytes,
+        too_large=_too_large,
+    )
+    return app

@@ -1,0 +1,171 @@
+"""Typed errors of the service and the one place that maps them to HTTP responses.
+
+Every error body has the same shape (`ErrorResponse`): a stable machine-readable `code`, a
+sentence for people saying what is wrong and how to fix it, the request id, and (for requests
+with several images) which image failed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from classifier.serving.observability import BodyTooLarge, current_request_id
+from classifier.serving.schemas import ErrorResponse
+
+log = logging.getLogger("classifier.serving")
+
+
+class ServiceError(Exception):
+    """Base of every error the service reports on purpose. Subclasses fix status and code."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(
+        self, message: str, *, image: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.image = image
+        self.headers = headers or {}
+
+
+class InvalidInput(ServiceError):
+    """The request is well-formed HTTP but its content cannot be used."""
+
+    status_code = 422
+    code = "invalid_input"
+
+
+class EmptyImage(InvalidInput):
+    code = "empty_image"
+
+
+class CorruptImage(InvalidInput):
+    """A known image format whose data does not decode (truncated, damaged)."""
+
+    code = "corrupt_image"
+
+
+class UnsupportedImage(ServiceError):
+    """Not an image at all, or a format / pixel mode the service does not accept."""
+
+    status_code = 415
+    code = "unsupported_image"
+
+
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(ServiceError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class TooManyImages(ServiceError):
+    status_code = 413
+    code = "too_many_images"
+
+
+class ImageTooLarge(ServiceError):
+    """Dimensions over the pixel limit: a decompression bomb or simply a huge image."""
+
+    status_code = 413
+    code = "image_too_large"
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="classifier"'})
+
+
+class ModelNotReady(ServiceError):
+    status_code = 503
+    code = "model_not_ready"
+
+    def __init__(self, message: str = "the model is not loaded yet; retry shortly") -> None:
+        super().__init__(message, headers={"Retry-After": "1"})
+
+
+def error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    *,
+    image: str | None = None,
+    headers: dict[str, str] | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> JSONResponse:
+    body = ErrorResponse(
+        code=code,
+        message=message,
+        image=image,
+        request_id=current_request_id(),
+        details=details,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True), status_code=status_code, headers=headers
+    )
+
+
+async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ServiceError)  # noqa: S101  (registered for ServiceError only)
+    if exc.status_code >= 500:
+        log.warning("request failed: %s", exc.message, extra={"error_code": exc.code})
+    return error_response(
+        exc.status_code, exc.code, exc.message, image=exc.image, headers=exc.headers
+    )
+
+
+async def _body_too_large(_request: Request, exc: Exception) -> JSONResponse:
+    return error_response(
+        413,
+        PayloadTooLarge.code,
+        f"{exc}; send fewer or smaller images (limit: CLASSIFIER_MAX_UPLOAD_BYTES)",
+    )
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, f"http_{exc.status_code}")
+    return error_response(
+        exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})
+    )
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101
+    details = [
+        {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", ""))}
+        for err in exc.errors()
+    ]
+    return error_response(
+        422, "invalid_input", "the request does not match the API schema", details=details
+    )
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    # A bug, not bad input: log the traceback, tell the client nothing internal.
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "internal error; see the server log")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """The one mapping of errors to HTTP responses."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(BodyTooLarge, _body_too_large)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,1 @@
+"""One router per resource: health (probes), model (metadata), predict, metrics."""

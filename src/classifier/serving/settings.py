@@ -1,0 +1,58 @@
+"""Runtime configuration of the service: one class, read from the environment (prefix CLASSIFIER_).
+
+Names and defaults are the service contract in docs/architecture.md: the Kubernetes manifests
+and the image set these variables, so renaming one is an interface change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from classifier.serving.cpu import available_cpus
+
+MiB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Everything the service reads at start-up. Field `x` is env `CLASSIFIER_X`."""
+
+    # `model_` field names clash with pydantic's protected namespace; the contract wants them.
+    model_config = SettingsConfigDict(
+        env_prefix="CLASSIFIER_", protected_namespaces=(), extra="ignore", frozen=True
+    )
+
+    model_path: Path = Path("/opt/model/model.tflite")
+    model_card_path: Path = Path("/opt/model/model_card.json")
+    # 0.0.0.0 is the contract for the container (the pod IP); run locally with HOST=127.0.0.1.
+    host: str = "0.0.0.0"  # noqa: S104
+    port: Annotated[int, Field(ge=1, le=65535)] = 8080
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # None = the CPUs this process may use (cgroup cpu.max quota, else its affinity mask).
+    inference_threads: Annotated[int | None, Field(ge=1, le=256)] = None
+    # Micro-batching: concurrent requests are coalesced into one model call of at most this many
+    # images. 1 turns it off. See docs/serving.md for the measurements behind the defaults.
+    max_batch_size: Annotated[int, Field(ge=1, le=256)] = 16
+    # How long the first request of a batch waits for company. 0 = take only what is already
+    # queued (adds no latency at low load; batches still form under load).
+    max_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
+    # Whole request body, multipart or JSON. Checked from Content-Length before reading, and
+    # counted while streaming for bodies without one.
+    max_upload_bytes: Annotated[int, Field(ge=1024)] = 8 * MiB
+    max_images_per_request: Annotated[int, Field(ge=1, le=1024)] = 16
+    # Decompression-bomb guard: the header's width x height is checked before any pixel is
+    # decoded. An ELPV cell is 300 x 300; 4096 x 4096 leaves room for any camera crop.
+    max_image_pixels: Annotated[int, Field(ge=1)] = 4096 * 4096
+    # Optional; comes from a Secret. When set, POST /v1/predict needs `Authorization: Bearer`.
+    api_token: SecretStr | None = None
+    # Seconds uvicorn waits for in-flight requests after SIGTERM (keep below the pod's
+    # terminationGracePeriodSeconds minus the preStop sleep).
+    shutdown_timeout_s: Annotated[float, Field(gt=0)] = 20.0
+
+    @property
+    def threads(self) -> int:
+        """Threads for the model and for image decoding: the explicit setting or the CPU quota."""
+        return self.inference_threads or available_cpus()

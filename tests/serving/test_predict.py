@@ -1,0 +1,114 @@
+"""Predict: multipart and JSON forms, several images, labels from the card, auth, parity."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from classifier.imaging import preprocess
+from classifier.serving.app import create_app
+
+from .conftest import make_settings, png_bytes, wait_ready
+
+
+def test_predict_returns_probability_label_and_version_for_one_image(client: TestClient) -> None:
+    response = client.post("/v1/predict", files={"files": ("cell.png", png_bytes(), "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == "abc1234"
+    [prediction] = body["predictions"]
+    assert prediction["image"] == "cell.png"
+    assert 0.0 <= prediction["probability"] <= 1.0
+    expected = "defective" if prediction["probability"] > 0.5 else "functional"
+    assert prediction["label"] == expected
+    assert prediction["model_version"] == "abc1234"
+
+
+def test_predict_keeps_order_for_several_images(client: TestClient) -> None:
+    files = [("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(5)]
+    response = client.post("/v1/predict", files=files)
+    assert response.status_code == 200, response.text
+    names = [p["image"] for p in response.json()["predictions"]]
+    assert names == [f"{i}.png" for i in range(5)]
+
+
+def test_predict_matches_the_model_called_directly(client: TestClient, tiny_model_dir: Path) -> None:
+    """Serving parity: same bytes -> imaging.preprocess -> the same .tflite gives the same P."""
+    data = [png_bytes(seed=s, size=(300, 300)) for s in range(3)]
+    files = [("files", (f"{i}.png", d, "image/png")) for i, d in enumerate(data)]
+    served = [p["probability"] for p in client.post("/v1/predict", files=files).json()["predictions"]]
+    interpreter = Interpreter(model_path=str(tiny_model_dir / "model.tflite"))
+    interpreter.allocate_tensors()
+    index = interpreter.get_input_details()[0]["index"]
+    expected = []
+    for d in data:
+        row = preprocess(Image.open(io.BytesIO(d)), (32, 32))[np.newaxis]
+        interpreter.set_tensor(index, row)
+        interpreter.invoke()
+        expected.append(float(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, 0]))
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+
+
+def test_predict_accepts_json_with_base64_images(client: TestClient) -> None:
+    payload = {
+        "images": [
+            {"data": base64.b64encode(png_bytes(seed=1)).decode(), "name": "a"},
+            {"data": base64.b64encode(png_bytes(seed=2, fmt="JPEG")).decode()},
+        ]
+    }
+    response = client.post("/v1/predict", json=payload)
+    assert response.status_code == 200, response.text
+    assert [p["image"] for p in response.json()["predictions"]] == ["a", "1"]
+
+
+def test_predict_json_and_multipart_agree(client: TestClient) -> None:
+    data = png_bytes(seed=7)
+    multipart = client.post("/v1/predict", files={"files": ("x", data, "image/png")}).json()
+    as_json = client.post(
+        "/v1/predict", json={"images": [{"data": base64.b64encode(data).decode()}]}
+    ).json()
+    assert multipart["predictions"][0]["probability"] == as_json["predictions"][0]["probability"]
+
+
+@pytest.fixture
+def token_client(tiny_model_dir: Path) -> TestClient:
+    settings = make_settings(tiny_model_dir, api_token="s3cret-token")
+    with TestClient(create_app(settings)) as c:
+        wait_ready(c)
+        yield c
+
+
+@pytest.mark.parametrize(
+    "header", [None, "Bearer wrong", "Basic czNjcmV0LXRva2Vu", "Bearer", "s3cret-token"]
+)
+def test_predict_refuses_missing_or_wrong_token_when_one_is_set(
+    token_client: TestClient, header: str | None
+) -> None:
+    headers = {"Authorization": header} if header is not None else {}
+    response = token_client.post(
+        "/v1/predict", files={"files": ("a.png", png_bytes(), "image/png")}, headers=headers
+    )
+    assert response.status_code == 401
+    assert response.json()["code"] == "unauthorized"
+    assert response.headers["www-authenticate"].startswith("Bearer")
+
+
+def test_predict_accepts_the_right_token(token_client: TestClient) -> None:
+    response = token_client.post(
+        "/v1/predict",
+        files={"files": ("a.png", png_bytes(), "image/png")},
+        headers={"Authorization": "Bearer s3cret-token"},
+    )
+    assert response.status_code == 200
+
+
+def test_probes_and_model_need_no_token(token_client: TestClient) -> None:
+    for path in ("/livez", "/readyz", "/v1/model", "/metrics"):
+        assert token_client.get(path).status_code == 200, path
