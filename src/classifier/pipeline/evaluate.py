@@ -1,0 +1,179 @@
+"""Stage `evaluate`: the trained model on the held-out test split (the only stage that reads it,
+with `export`'s parity check).
+
+Writes `metrics/metrics.json` (headline: accuracy, balanced accuracy, ROC AUC, F1; confusion
+matrix; the same per cell type), DVC plot data `plots/roc.csv` and `plots/predictions.csv`, and
+the pictures `plots/confusion_matrix.png` and `plots/roc.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    confusion_matrix,
+    f1_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+    roc_curve,
+)
+
+from classifier.pipeline.common import CLASS_NAMES, load_params, section, write_json
+
+PLOTS_DIR = Path("plots")
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: an undefined metric (one class only) is recorded as null."""
+    return None if math.isnan(value) else round(float(value), 6)
+
+
+def compute_metrics(
+    y_true: npt.NDArray[Any], p_defective: npt.NDArray[Any], threshold: float
+) -> dict[str, Any]:
+    """Binary classification metrics; `y_true` in {0, 1}, `p_defective` in [0, 1]."""
+    y = np.asarray(y_true).astype(int).ravel()
+    p = np.asarray(p_defective, dtype=np.float64).ravel()
+    pred = (p > threshold).astype(int)
+    both_classes = len(np.unique(y)) == 2
+    tn, fp, fn, tp = confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    return {
+        "images": len(y),
+        "accuracy": _finite(accuracy_score(y, pred)),
+        "balanced_accuracy": _finite(balanced_accuracy_score(y, pred) if both_classes else np.nan),
+        "roc_auc": _finite(roc_auc_score(y, p) if both_classes else np.nan),
+        "f1": _finite(f1_score(y, pred, zero_division=0)),
+        "precision": _finite(precision_score(y, pred, zero_division=0)),
+        "recall": _finite(recall_score(y, pred, zero_division=0)),
+        "confusion_matrix": {"tn": int(tn), "fp": int(fp), "fn": int(fn), "tp": int(tp)},
+    }
+
+
+def evaluate_predictions(
+    y_true: npt.NDArray[Any],
+    p_defective: npt.NDArray[Any],
+    cell_types: npt.NDArray[Any],
+    threshold: float,
+) -> dict[str, Any]:
+    """Headline metrics over all test images plus the same per cell type (mono / poly)."""
+    result = compute_metrics(y_true, p_defective, threshold)
+    types = np.asarray(cell_types).astype(str)
+    result["threshold"] = threshold
+    result["per_cell_type"] = {
+        t: compute_metrics(
+            np.asarray(y_true)[types == t], np.asarray(p_defective)[types == t], threshold
+        )
+        for t in sorted(set(types.tolist()))
+    }
+    return result
+
+
+def write_plots(
+    y_true: npt.NDArray[Any],
+    p_defective: npt.NDArray[Any],
+    threshold: float,
+    out_dir: Path,
+    dpi: int = 100,
+) -> list[Path]:
+    """ROC curve and confusion matrix as DVC plot data (CSV) and as PNG pictures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    y = np.asarray(y_true).astype(int).ravel()
+    p = np.asarray(p_defective, dtype=np.float64).ravel()
+    pred = (p > threshold).astype(int)
+    with (out_dir / "predictions.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["actual", "predicted", "p_defective"])
+        writer.writerows(
+            (CLASS_NAMES[a], CLASS_NAMES[b], f"{q:.6f}") for a, b, q in zip(y, pred, p, strict=True)
+        )
+    written = [out_dir / "predictions.csv"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    if len(np.unique(y)) == 2:
+        fpr, tpr, thresholds = roc_curve(y, p)
+        with (out_dir / "roc.csv").open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["fpr", "tpr", "threshold"])
+            writer.writerows(
+                (f"{a:.6f}", f"{b:.6f}", f"{min(c, 1.0):.6f}")
+                for a, b, c in zip(fpr, tpr, thresholds, strict=True)
+            )
+        written.append(out_dir / "roc.csv")
+        ax.plot(fpr, tpr, label=f"AUC = {roc_auc_score(y, p):.3f}")
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance")
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.set_title("ROC, test split")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out_dir / "roc.png", dpi=dpi)
+    plt.close(fig)
+    written.append(out_dir / "roc.png")
+
+    matrix = confusion_matrix(y, pred, labels=[0, 1])
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    ax.imshow(matrix, cmap="Blues")
+    for (i, j), count in np.ndenumerate(matrix):
+        colour = "white" if count > matrix.max() / 2 else "black"
+        ax.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=14)
+    ax.set_xticks([0, 1], CLASS_NAMES)
+    ax.set_yticks([0, 1], CLASS_NAMES)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title(f"Confusion matrix, test split (accuracy {np.trace(matrix) / matrix.sum():.3f})")
+    fig.tight_layout()
+    fig.savefig(out_dir / "confusion_matrix.png", dpi=dpi)
+    plt.close(fig)
+    written.append(out_dir / "confusion_matrix.png")
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    base, cfg = section(params, "base"), section(params, "evaluate")
+
+    import keras
+
+    from classifier.pipeline.prepare import load_split
+
+    started = time.monotonic()
+    model = keras.models.load_model(Path("models/model.keras"))
+    test = load_split(args.prepared, "test")
+    p = np.asarray(model.predict(test["x"], batch_size=64, verbose=0)).ravel()
+    threshold = float(base["threshold"])
+    metrics = evaluate_predictions(test["y"], p, test["type"], threshold)
+    write_json(Path("metrics/metrics.json"), metrics)
+    write_plots(test["y"], p, threshold, PLOTS_DIR, dpi=int(cfg["plot_dpi"]))
+    per_type = ", ".join(f"{t} {m['accuracy']:.4f}" for t, m in metrics["per_cell_type"].items())
+    print(
+        f"evaluate: {metrics['images']} test images: accuracy {metrics['accuracy']:.4f}, "
+        f"balanced {metrics['balanced_accuracy']}, ROC AUC {metrics['roc_auc']}, "
+        f"F1 {metrics['f1']} "
+        f"({per_type}) in {time.monotonic() - started:.0f}s -> metrics/metrics.json, "
+        "plots/confusion_matrix.png, plots/roc.png"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""Stage `train`: a compact Keras CNN trained from scratch on the prepared train split.
+
+No pretrained weights (nothing can be downloaded here, and ELPV's grayscale EL images are far
+from ImageNet anyway). The data is small (~1,700 training cells), so the model is small too —
+Conv-BN-ReLU blocks, global average pooling, dropout — and every batch is augmented with the
+symmetries of a solar cell: flips and 90-degree rotations, plus mild brightness/contrast jitter.
+Class weights balance the ~30 % defective minority. Early stopping on validation AUC keeps the
+best epoch; the learning rate halves when validation loss stalls.
+
+Writes `models/model.keras`, `metrics/train.json` and `plots/training_history.{csv,png}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras
+import numpy as np
+import numpy.typing as npt
+import tensorflow as tf
+
+from classifier.pipeline.common import (
+    PipelineError,
+    load_params,
+    section,
+    set_seeds,
+    write_json,
+)
+from classifier.pipeline.prepare import load_split
+
+MODEL_PATH = Path("models/model.keras")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    flip: bool = True
+    rot90: bool = True
+    brightness: float = 0.1  # max additive shift, in [0, 1] pixel units
+    contrast: float = 0.1  # max relative gain change
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    filters: tuple[int, ...] = (16, 32, 64, 128)
+    dropout: float = 0.3
+    patience: int = 8
+    seed: int = 42
+    augmentation: Augmentation = field(default_factory=Augmentation)
+
+    @classmethod
+    def from_params(cls, cfg: dict[str, Any], seed: int) -> TrainConfig:
+        aug = cfg.get("augment", {})
+        config = cls(
+            epochs=int(cfg["epochs"]),
+            batch_size=int(cfg["batch_size"]),
+            learning_rate=float(cfg["learning_rate"]),
+            filters=tuple(int(f) for f in cfg["filters"]),
+            dropout=float(cfg["dropout"]),
+            patience=int(cfg["patience"]),
+            seed=seed,
+            augmentation=Augmentation(
+                flip=bool(aug.get("flip", True)),
+                rot90=bool(aug.get("rot90", True)),
+                brightness=float(aug.get("brightness", 0.0)),
+                contrast=float(aug.get("contrast", 0.0)),
+            ),
+        )
+        if config.epochs < 1 or config.batch_size < 1 or not config.filters:
+            raise PipelineError("train.epochs and train.batch_size must be >= 1, filters non-empty")
+        return config
+
+
+def make_deterministic(seed: int) -> None:
+    """Same seed, same data, same machine -> same weights (TF's deterministic kernels)."""
+    set_seeds(seed)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def build_model(
+    input_size: tuple[int, int],
+    filters: Sequence[int] = (16, 32, 64, 128),
+    dropout: float = 0.3,
+) -> keras.Model:
+    """The classifier: (N, H, W, 1) in [0, 1] -> (N, 1) P(defective).
+
+    Each block is two 3x3 Conv-BN-ReLU layers and a 2x2 max-pool, except the first, which has
+    one: at full resolution a second conv would cost a fifth of all the model's FLOPs for little
+    gain on a one-channel input. Global average pooling makes the head independent of the input
+    size, so the same builder serves 32x32 tests and full-size training.
+    """
+    inputs = keras.Input(shape=(input_size[0], input_size[1], 1), name="image")
+    x = inputs
+    for i, width in enumerate(filters):
+        for j in range(1 if i == 0 else 2):
+            x = keras.layers.Conv2D(width, 3, padding="same", use_bias=False, name=f"b{i}_conv{j}")(
+                x
+            )
+            x = keras.layers.BatchNormalization(name=f"b{i}_bn{j}")(x)
+            x = keras.layers.ReLU(name=f"b{i}_relu{j}")(x)
+        x = keras.layers.MaxPooling2D(2, name=f"b{i}_pool")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", name="p_defective")(x)
+    return keras.Model(inputs, outputs, name="elpv_cnn")
+
+
+def augment_batch(
+    x: npt.NDArray[np.float32], aug: Augmentation, rng: np.random.Generator
+) -> npt.NDArray[np.float32]:
+    """Random symmetries of a square cell plus mild photometric jitter; values stay in [0, 1]."""
+    out = x.copy()
+    for i in range(len(out)):
+        img = out[i]
+        if aug.flip and rng.random() < 0.5:
+            img = img[:, ::-1]
+        if aug.flip and rng.random() < 0.5:
+            img = img[::-1, :]
+        if aug.rot90 and img.shape[0] == img.shape[1]:
+            img = np.rot90(img, k=int(rng.integers(4)), axes=(0, 1))
+        if aug.contrast > 0 or aug.brightness > 0:
+            gain = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
+            shift = rng.uniform(-aug.brightness, aug.brightness)
+            img = np.clip(img * gain + shift, 0.0, 1.0)
+        out[i] = img
+    return out
+
+
+class AugmentedBatches(keras.utils.PyDataset):  # type: ignore[misc]
+    """Shuffled, augmented training batches; the RNG is seeded per epoch so runs repeat."""
+
+    def __init__(
+        self,
+        x: npt.NDArray[np.float32],
+        y: npt.NDArray[np.float32],
+        weights: npt.NDArray[np.float32],
+        config: TrainConfig,
+    ) -> None:
+        super().__init__(workers=1, use_multiprocessing=False)
+        self.x, self.y, self.weights, self.config = x, y, weights, config
+        self.epoch = 0
+        self.order = np.arange(len(x))
+        self.on_epoch_end()
+
+    def __len__(self) -> int:
+        return int(np.ceil(len(self.x) / self.config.batch_size))
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        size = self.config.batch_size
+        idx = self.order[index * size : (index + 1) * size]
+        rng = np.random.default_rng([self.config.seed, self.epoch, index])
+        return (
+            augment_batch(self.x[idx], self.config.augmentation, rng),
+            self.y[idx],
+            self.weights[idx],
+        )
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+        self.order = np.random.default_rng([self.config.seed, self.epoch]).permutation(len(self.x))
+
+
+def class_weights(y: npt.NDArray[np.float32]) -> dict[int, float]:
+    """Weights that make both classes count equally (n / (2 * n_class))."""
+    n, positives = len(y), float(y.sum())
+    if positives == 0 or positives == n:
+        raise PipelineError("the training split has only one class: check base.threshold / labels")
+    return {0: n / (2.0 * (n - positives)), 1: n / (2.0 * positives)}
+
+
+def train_model(
+    model: keras.Model,
+    train: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+    val: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
+    config: TrainConfig,
+    verbose: int = 2,
+) -> dict[str, list[float]]:
+    """Fit `model` in place (best validation-AUC epoch restored); returns the per-epoch history."""
+    x_train, y_train = train
+    weights_by_class = class_weights(y_train)
+    sample_weights = np.where(y_train > 0.5, weights_by_class[1], weights_by_class[0]).astype(
+        np.float32
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+    )
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor="val_auc", mode="max", patience=config.patience, restore_best_weights=True
+        ),
+        keras.callbacks.ReduceLROnPlateau(
+            monitor="val_loss", factor=0.5, patience=max(1, config.patience // 3), min_lr=1e-5
+        ),
+    ]
+    history = model.fit(
+        AugmentedBatches(x_train, y_train, sample_weights, config),
+        validation_data=val,
+        epochs=config.epochs,
+        callbacks=callbacks,
+        verbose=verbose,  # 2 = one line per epoch: progress without a progress bar in CI logs
+    )
+    return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def save_history(history: dict[str, list[float]], csv_path: Path, png_path: Path) -> None:
+    """Per-epoch curves as CSV (DVC plots) and PNG (to look at)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    keys = sorted(history)
+    epochs = len(history[keys[0]]) if keys else 0
+    with csv_path.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["epoch", *keys])
+        for e in range(epochs):
+            writer.writerow([e + 1, *(f"{history[k][e]:.6g}" for k in keys)])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("loss", "auc"), strict=True):
+        for prefix in ("", "val_"):
+            if prefix + metric in history:
+                ax.plot(range(1, epochs + 1), history[prefix + metric], label=prefix + metric)
+        ax.set_xlabel("epoch")
+        ax.set_title(metric)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    base = section(params, "base")
+    config = TrainConfig.from_params(section(params, "train"), seed=int(base["seed"]))
+    make_deterministic(config.seed)
+    train_split, val_split = load_split(args.prepared, "train"), load_split(args.prepared, "val")
+    size = int(base["image_size"])
+    model = build_model((size, size), config.filters, config.dropout)
+    print(
+        f"train: {len(train_split['x'])} train / {len(val_split['x'])} val images at "
+        f"{size}x{size}, {model.count_params():,} parameters, up to {config.epochs} epochs",
+        flush=True,
+    )
+    started = time.monotonic()
+    history = train_model(
+        model, (train_split["x"], train_split["y"]), (val_split["x"], val_split["y"]), config
+    )
+    seconds = time.monotonic() - started
+    MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
+    model.save(MODEL_PATH)
+    best = int(np.argmax(history["val_auc"]))
+    write_json(
+        Path("metrics/train.json"),
+        {
+            "epochs_run": len(history["loss"]),
+            "best_epoch": best + 1,
+            "best_val_auc": history["val_auc"][best],
+            "best_val_accuracy": history["val_accuracy"][best],
+            "train_seconds": round(seconds, 1),
+            "parameters": int(model.count_params()),
+        },
+    )
+    save_history(history, Path("plots/training_history.csv"), Path("plots/training_history.png"))
+    print(
+        f"train: best epoch {best + 1} (val AUC {history['val_auc'][best]:.4f}) in "
+        f"{seconds:.0f}s -> {MODEL_PATH}, metrics/train.json, plots/training_history.png"
+    )
+
+
+if __name__ == "__main__":
+    main()
