@@ -1,0 +1,55 @@
+# Local GitOps sandbox: a real Kubernetes control plane (kube-apiserver, etcd, controller-manager,
+# scheduler, kwok nodes) and real Argo CD, all as local processes on 127.0.0.1 (docs/sandbox.md).
+#
+#   make sandbox-tools   build the pinned binaries (cold: tens of minutes on 2 cores; cached)
+#   make sandbox-up      start everything and bootstrap Argo CD from the local `origin`
+#   make sandbox-down    stop every process the sandbox started
+#   make e2e             tools + up + the end-to-end scenarios + down (always down)
+#
+# The binaries are cached by version under $(SANDBOX_BIN). Point SANDBOX_CACHE at a folder
+# outside the clone (e.g. ~/.cache/elpv-gitops/sandbox) to share one build between clones.
+
+SANDBOX_CACHE ?= $(TOOLS)/sandbox
+SANDBOX_BIN   := $(SANDBOX_CACHE)/bin
+export SANDBOX_BIN
+SANDBOX_PY    := $(BIN)/python sandbox/sandbox.py
+include sandbox/tools/versions.sh
+
+SANDBOX_K8S_BINS := kube-apiserver kube-controller-manager kube-scheduler kubectl
+SANDBOX_TOOL_FILES := \
+	$(foreach b,$(SANDBOX_K8S_BINS),$(SANDBOX_BIN)/$(b)-$(K8S_VERSION)) \
+	$(SANDBOX_BIN)/etcd-$(ETCD_VERSION) \
+	$(SANDBOX_BIN)/kwok-$(KWOK_VERSION) $(SANDBOX_BIN)/kwokctl-$(KWOK_VERSION) \
+	$(SANDBOX_BIN)/argocd-$(ARGOCD_VERSION)
+
+# One rule per binary: build.sh knows the module and flags; the file name carries the version.
+$(SANDBOX_BIN)/%:
+	sandbox/tools/build.sh $(shell echo '$*' | sed -E 's/-v[0-9]+\.[0-9]+\.[0-9]+$$//')
+
+.PHONY: sandbox-tools sandbox-deps sandbox-up sandbox-down sandbox-status e2e
+
+sandbox-tools: $(SANDBOX_TOOL_FILES) ## build the sandbox's Kubernetes, etcd, kwok and Argo CD binaries (cached)
+	@for b in $(SANDBOX_K8S_BINS) etcd kwok kwokctl argocd; do sandbox/tools/build.sh $$b >/dev/null; done
+	@echo ">> sandbox tools ready in $(SANDBOX_BIN)"
+
+# Redis for Argo CD's cache: Debian's package (as root, like .ci/run).
+sandbox-deps:
+	@command -v redis-server >/dev/null || { \
+	  echo ">> installing redis-server (Debian)"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null || \
+	  { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null; }; }
+
+sandbox-up: setup tools sandbox-tools sandbox-deps ## start the local control plane + Argo CD (127.0.0.1 only)
+	$(SANDBOX_PY) up
+
+sandbox-down: ## stop every sandbox process and remove its state
+	$(SANDBOX_PY) down
+
+sandbox-status: ## what the sandbox runs and where
+	$(SANDBOX_PY) status
+
+# The trap makes sure a failing scenario still tears the sandbox down.
+e2e: setup tools sandbox-tools sandbox-deps ## end-to-end GitOps scenarios against the sandbox (up, test, down)
+	@trap '$(SANDBOX_PY) down' EXIT; \
+	  $(SANDBOX_PY) up && \
+	  $(BIN)/pytest -m e2e tests/e2e -p no:cacheprovider $(E2E_ARGS)

@@ -1,0 +1,8 @@
+# Pinned versions of the sandbox tools (sourced by build.sh and mk/sandbox.mk).
+# Changing one here changes the cache key (binary name) and needs the wrapper go.mod updated.
+K8S_VERSION=v1.36.3
+K8S_MAJOR=1
+K8S_MINOR=36
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.8.0
+ARGOCD_VERSION=v3.5.3
