@@ -1,0 +1,78 @@
+"""Project-wide fixtures.
+
+`tiny_model_dir`: a real, tiny exported model for any test that needs one (serving, container).
+It is built by the pipeline's own code — `train.build_model`, `train.train_model`,
+`evaluate.evaluate_predictions`, `export.export_bundle` — on a few ELPV images shipped by the
+installed `elpv-dataset` package, at 32x32 for one epoch: seconds, no download, and a file made
+exactly the way `dvc repro` makes `models/model.tflite` + `models/model_card.json`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+TINY_SIZE = 32
+TINY_IMAGES_PER_CLASS = 8
+
+
+def tiny_training_images(size: int = TINY_SIZE) -> tuple[Any, Any, Any]:
+    """(x, y, cell types) for a few package images, half defective, through `preprocess`."""
+    import numpy as np
+    from PIL import Image
+
+    from classifier.imaging import preprocess
+    from classifier.pipeline.ingest import package_data_dir
+
+    source = package_data_dir()
+    chosen: dict[int, list[tuple[str, str]]] = {0: [], 1: []}
+    for line in (source / "labels.csv").read_text(encoding="utf-8").splitlines():
+        rel, probability, cell_type = line.split()
+        label = int(float(probability) > 0.5)
+        if len(chosen[label]) < TINY_IMAGES_PER_CLASS:
+            chosen[label].append((rel, cell_type))
+        if all(len(v) == TINY_IMAGES_PER_CLASS for v in chosen.values()):
+            break
+    rows = [(rel, t, label) for label, items in chosen.items() for rel, t in items]
+    x = np.stack([preprocess(Image.open(source / rel), (size, size)) for rel, _, _ in rows])
+    y = np.array([label for _, _, label in rows], dtype=np.float32)
+    types = np.array([t for _, t, _ in rows])
+    return x, y, types
+
+
+def build_tiny_model_dir(out_dir: Path) -> Path:
+    """Train (1 epoch) and export a tiny CNN into `out_dir`; returns `out_dir`."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from classifier.pipeline.evaluate import evaluate_predictions
+    from classifier.pipeline.export import export_bundle
+    from classifier.pipeline.train import TrainConfig, build_model, make_deterministic, train_model
+
+    config = TrainConfig(epochs=1, batch_size=8, filters=(4, 8), dropout=0.0, patience=1, seed=0)
+    make_deterministic(config.seed)
+    x, y, types = tiny_training_images()
+    model = build_model((TINY_SIZE, TINY_SIZE), config.filters, config.dropout)
+    train_model(model, (x, y), (x, y), config, verbose=0)
+    p = model.predict(x, verbose=0).ravel()
+    metrics = evaluate_predictions(y, p, types, threshold=0.5)
+    export_bundle(
+        model,
+        out_dir,
+        name="elpv-defect-cnn-tiny",
+        metrics={k: float(metrics[k]) for k in ("accuracy", "balanced_accuracy", "roc_auc", "f1")},
+        params={"tiny": {"image_size": TINY_SIZE, "epochs": 1, "filters": list(config.filters)}},
+        data_hash="tiny-test-fixture",
+        threshold=0.5,
+        parity_images=x,
+        parity_tolerance=1e-4,
+        extra={"purpose": "test fixture: trained for one epoch on 16 images, not a real model"},
+    )
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory with `model.tflite` + `model_card.json` (32x32 input), built once a session."""
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny_model"))
