@@ -53,3 +53,7 @@ e2e: setup tools sandbox-tools sandbox-deps ## end-to-end GitOps scenarios again
 	@trap '$(SANDBOX_PY) down' EXIT; \
 	  $(SANDBOX_PY) up && \
 	  $(BIN)/pytest -m e2e tests/e2e -p no:cacheprovider $(E2E_ARGS)
+
+bench-sandbox: e2e ## sandbox benchmark (scenario sync times, warm start, cold builds) -> docs/benchmarks.md
+	$(BIN)/python -m bench.sandbox
+.PHONY: bench-sandbox

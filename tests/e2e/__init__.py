@@ -1,0 +1,1 @@
+"""End-to-end GitOps scenarios against the local sandbox (make e2e)."""
