@@ -34,9 +34,16 @@ fi
 
 # Labels: deterministic for a given commit and model (created = the commit's time, not now), so
 # rebuilding a commit changes no label.
-revision="$(git rev-parse HEAD)"
-created="$(git show -s --format=%cI HEAD)"
-source_url="${IMAGE_SOURCE_URL:-$(git config --get remote.origin.url || echo unknown)}"
+# REVISION comes from make, which derived the tag from the same value (HEAD may move meanwhile).
+revision="${REVISION:-$(git rev-parse HEAD)}"
+created="$(git show -s --format=%cI "$revision")"
+# Where the source lives: the origin remote, GitHub Actions' repository, else this checkout.
+if [[ -n "${GITHUB_SERVER_URL:-}" && -n "${GITHUB_REPOSITORY:-}" ]]; then
+  default_source="$GITHUB_SERVER_URL/$GITHUB_REPOSITORY"
+else
+  default_source="$(git config --get remote.origin.url || echo "file://$ROOT")"
+fi
+source_url="${IMAGE_SOURCE_URL:-$default_source}"
 version="$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
 mapfile -t card < <(python3 - "$model_dir/model_card.json" <<'PY'
 import json, sys
