@@ -198,9 +198,7 @@ def ref(resource: Mapping[str, Any]) -> str:
 def _pod_templates(resources: Iterable[Resource]) -> Iterator[tuple[Resource, Resource]]:
     """(workload, pod template) for every kind that carries one."""
     for resource in resources:
-        if resource.get("kind") in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"}:
-            yield resource, resource.get("spec", {}).get("template", {})
-        elif resource.get("kind") == "Job":
+        if resource.get("kind") in {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"}:
             yield resource, resource.get("spec", {}).get("template", {})
         elif resource.get("kind") == "CronJob":
             job = resource.get("spec", {}).get("jobTemplate", {}).get("spec", {})
@@ -269,9 +267,7 @@ def check_hpa_owns_replicas(resources: Sequence[Resource]) -> list[str]:
 def check_selectors_match_pods(resources: Sequence[Resource]) -> list[str]:
     """The PodDisruptionBudget and the Service select the workload's pods (and exist)."""
     problems: list[str] = []
-    pod_labels = [
-        tpl.get("metadata", {}).get("labels", {}) for _, tpl in _pod_templates(resources)
-    ]
+    pod_labels = [tpl.get("metadata", {}).get("labels", {}) for _, tpl in _pod_templates(resources)]
     if not pod_labels:
         return problems
     for kind, path in (("PodDisruptionBudget", ("selector",)), ("Service", ())):
@@ -382,17 +378,24 @@ def _schema_locations(tools: Toolchain) -> list[str]:
         f"{tools.kubernetes_schemas}/{{{{ .NormalizedKubernetesVersion }}}}-standalone"
         "{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json"
     )
-    crds = f"{tools.argocd_schemas}/{{{{ .Group }}}}/{{{{ .ResourceKind }}}}_{{{{ .ResourceAPIVersion }}}}.json"
+    crds = (
+        f"{tools.argocd_schemas}/{{{{ .Group }}}}/"
+        "{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
+    )
     return [k8s, crds]
 
 
 def check_schemas(
-    tools: Toolchain, source: str, rendered: Path, versions: Sequence[str]
+    tools: Toolchain, files: Mapping[Path, str], versions: Sequence[str]
 ) -> list[Finding]:
-    """kubeconform -strict, offline, once per Kubernetes version. Unknown kinds fail too."""
+    """kubeconform -strict, offline, once per Kubernetes version over all rendered `files`
+    (path -> source name). A kind without a schema (removed API, missing CRD) fails too."""
     findings: list[Finding] = []
+    if not files:
+        return findings
+    by_path = {str(path): source for path, source in files.items()}
+    locations = [arg for loc in _schema_locations(tools) for arg in ("-schema-location", loc)]
     for version in versions:
-        locations = [arg for loc in _schema_locations(tools) for arg in ("-schema-location", loc)]
         result = subprocess.run(
             [
                 str(tools.kubeconform),
@@ -402,7 +405,7 @@ def check_schemas(
                 "-kubernetes-version",
                 version,
                 *locations,
-                str(rendered),
+                *by_path,
             ],
             capture_output=True,
             text=True,
@@ -414,22 +417,23 @@ def check_schemas(
             raise ManifestError(
                 f"kubeconform gave no JSON report (exit {result.returncode}): {result.stderr}"
             ) from error
-        for item in report.get("resources", []):
+        found = 0
+        for item in report.get("resources") or []:
             if item.get("status") in {"statusValid", "statusSkipped", "statusEmpty"}:
                 continue
-            details = [f"{e['path'] or '/'}: {e['msg']}" for e in item.get("validationErrors") or []]
-            message = "; ".join(details) or item.get("msg", "invalid")
+            errors = item.get("validationErrors") or []
+            details = [f"{e.get('path') or '/'}: {e.get('msg')}" for e in errors]
+            message = "; ".join(details) or str(item.get("msg", "invalid"))
             if "could not find schema" in message:
                 message += (
-                    f" (no {item.get('version')} {item.get('kind')} in Kubernetes {version} "
-                    "or the Argo CD CRDs: a removed API version or a kind needing a CRD)"
+                    f" (Kubernetes {version} and the Argo CD CRDs have no {item.get('version')} "
+                    f"{item.get('kind')}: a removed API version, or a kind that needs a CRD)"
                 )
-            findings.append(
-                Finding(
-                    source, f"schemas[{version}]", f"{item.get('kind')}/{item.get('name')}", message
-                )
-            )
-        if result.returncode != 0 and not findings:
+            source = by_path.get(str(item.get("filename")), str(item.get("filename")))
+            resource = f"{item.get('kind')}/{item.get('name')}"
+            findings.append(Finding(source, f"schemas[{version}]", resource, message))
+            found += 1
+        if result.returncode != 0 and not found:
             raise ManifestError(f"kubeconform failed: {result.stderr.strip() or result.stdout}")
     return findings
 
@@ -467,7 +471,9 @@ def check_checkov(tools: Toolchain, files: Mapping[Path, str]) -> list[Finding]:
     try:
         report = json.loads(result.stdout)
     except json.JSONDecodeError as error:
-        raise ManifestError(f"checkov gave no JSON (exit {result.returncode}): {result.stderr}") from error
+        raise ManifestError(
+            f"checkov gave no JSON (exit {result.returncode}): {result.stderr}"
+        ) from error
     reports = report if isinstance(report, list) else [report]
     by_name = {path.name: source for path, source in files.items()}
     findings: list[Finding] = []
@@ -515,7 +521,9 @@ def check_kube_score(tools: Toolchain, source: str, rendered: Path) -> list[Find
         if match:
             level, kind, name, message = match.groups()
             findings.append(
-                Finding(source, f"kube-score:{level.lower()}", f"{kind.split('/')[-1]}/{name}", message)
+                Finding(
+                    source, f"kube-score:{level.lower()}", f"{kind.split('/')[-1]}/{name}", message
+                )
             )
     if result.returncode != 0 and not findings:
         raise ManifestError(f"kube-score failed: {result.stderr.strip() or result.stdout}")
@@ -542,7 +550,8 @@ def _normalise(resources: Sequence[Resource]) -> dict[str, dict[str, Any]]:
     generated = {
         r["metadata"]["name"]: _GENERATED_SUFFIX.sub("", r["metadata"]["name"])
         for r in resources
-        if r.get("kind") in {"ConfigMap", "Secret"} and _GENERATED_SUFFIX.search(r["metadata"]["name"])
+        if r.get("kind") in {"ConfigMap", "Secret"}
+        and _GENERATED_SUFFIX.search(r["metadata"]["name"])
     }
     text = json.dumps(resources)
     for hashed, plain in generated.items():
@@ -563,14 +572,22 @@ def check_environment_diff(
     for key in sorted(a.keys() ^ b.keys()):
         where = "staging" if key in a else "prod"
         findings.append(
-            Finding(source, "environment-diff", key, f"only in {where}; both environments must render the same objects")
+            Finding(
+                source,
+                "environment-diff",
+                key,
+                f"only in {where}; both environments must render the same objects",
+            )
         )
     for key in sorted(a.keys() & b.keys()):
         fields_a, fields_b = a[key], b[key]
         for path in sorted(fields_a.keys() | fields_b.keys()):
             if fields_a.get(path) == fields_b.get(path):
                 continue
-            if any(fnmatch.fnmatchcase(f"{key}:{path}", allowed) for allowed in ENVIRONMENT_DIFF_ALLOWED):
+            if any(
+                fnmatch.fnmatchcase(f"{key}:{path}", allowed)
+                for allowed in ENVIRONMENT_DIFF_ALLOWED
+            ):
                 continue
             findings.append(
                 Finding(
@@ -601,11 +618,11 @@ def validate(
     """Render and check everything; collect every finding instead of stopping at the first."""
     report = Report()
     out.mkdir(parents=True, exist_ok=True)
-    rendered_files: dict[Path, str] = {}
+    rendered: dict[Path, str] = {}  # rendered file -> source (the kustomization)
     parsed: dict[Path, list[Resource]] = {}
     for overlay in overlays:
         source = _display(overlay)
-        print(f">> {source}: kustomize build, kubeconform x{len(versions)}, policies", flush=True)
+        print(f">> {source}: kustomize build", flush=True)
         try:
             text = render(tools.kustomize, overlay)
         except ManifestError as error:
@@ -613,27 +630,32 @@ def validate(
             continue
         target = out / (source.replace("/", "_").strip("._") + ".yaml")
         target.write_text(text)
-        rendered_files[target] = source
-        parsed[overlay] = resources = parse(text)
-        before = len(report.findings)
-        report.findings += check_schemas(tools, source, target, versions)
-        report.findings += check_policies(source, resources)
-        if scanners:
+        rendered[target] = source
+        parsed[overlay] = parse(text)
+
+    print(f">> kubeconform -strict x {len(versions)} Kubernetes versions, policies", flush=True)
+    report.findings += check_schemas(tools, rendered, versions)
+    for overlay, resources in parsed.items():
+        report.findings += check_policies(_display(overlay), resources)
+    if scanners and rendered:
+        print(f">> kube-score and checkov over {len(rendered)} rendered overlays", flush=True)
+        for target, source in rendered.items():
             report.findings += check_kube_score(tools, source, target)
-        if len(report.findings) == before:
+        report.findings += check_checkov(tools, rendered)
+    failed_sources = {finding.source for finding in report.findings}
+    for overlay, resources in parsed.items():
+        if _display(overlay) not in failed_sources:
             report.checked.append(
-                f"{source}: {len(resources)} objects valid for Kubernetes "
-                f"{versions[0]}..{versions[-1]}, {len(POLICIES)} policies"
-                + (", kube-score" if scanners else "")
+                f"{_display(overlay)}: {len(resources)} objects, valid for Kubernetes "
+                f"{', '.join(versions)}; policies: {', '.join(POLICIES)}"
+                + ("; checkov and kube-score clean" if scanners else "")
             )
-    if scanners and rendered_files:
-        print(f">> checkov over {len(rendered_files)} rendered overlays", flush=True)
-        checkov_findings = check_checkov(tools, rendered_files)
-        report.findings += checkov_findings
+    if scanners and rendered:
         report.checked.append(
-            f"checkov: {len(rendered_files)} overlays, {len(checkov_findings)} failures, "
-            f"skipped {', '.join(CHECKOV_SKIPS) or 'none'} (reasons in CHECKOV_SKIPS)"
+            "skipped scanner checks (reasons in gitops/manifests.py): checkov "
+            f"{', '.join(CHECKOV_SKIPS)}; kube-score {', '.join(KUBE_SCORE_SKIPS)}"
         )
+
     if argocd is not None:
         source = _display(argocd)
         print(f">> {source}: kustomize build, kubeconform against the Argo CD CRDs", flush=True)
@@ -641,25 +663,29 @@ def validate(
             text = render(tools.kustomize, argocd)
             target = out / "argocd.yaml"
             target.write_text(text)
-            found = check_schemas(tools, source, target, versions[-1:])
+            found = check_schemas(tools, {target: source}, versions[-1:])
             report.findings += found
             if not found:
-                report.checked.append(f"{source}: {len(parse(text))} objects valid (Argo CD CRDs)")
+                report.checked.append(
+                    f"{source}: {len(parse(text))} objects valid against the Argo CD CRDs"
+                )
         except ManifestError as error:
             report.findings.append(Finding(source, "kustomize", "-", str(error)))
+
     if compare is not None:
         first, second = compare
-        print(f">> comparing {_display(first)} with {_display(second)}", flush=True)
+        label = f"{_display(first)} vs {_display(second)}"
+        print(f">> comparing {label}", flush=True)
         try:
             a = parsed.get(first) or parse(render(tools.kustomize, first))
             b = parsed.get(second) or parse(render(tools.kustomize, second))
-            label = f"{_display(first)} vs {_display(second)}"
+        except ManifestError as error:
+            report.findings.append(Finding(label, "kustomize", "-", str(error)))
+        else:
             found = check_environment_diff(a, b, label)
             report.findings += found
             if not found:
                 report.checked.append(f"{label}: differ only at the allowed paths")
-        except ManifestError as error:
-            report.findings.append(Finding("compare", "kustomize", "-", str(error)))
     return report
 
 
@@ -697,9 +723,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"--kubernetes-version {version} is not supported; choose from "
                 f"{', '.join(SUPPORTED_KUBERNETES_VERSIONS)} (schemas exist only for those)"
             )
+    compare: tuple[Path, Path] | None = None
     if args.overlay or args.argocd or args.compare:
         overlays, argocd = list(args.overlay or []), args.argocd
-        compare = tuple(args.compare) if args.compare else None
+        if args.compare:
+            compare = (args.compare[0], args.compare[1])
     else:  # the whole repository
         overlays = [ROOT / "overlays" / env for env in ENVIRONMENTS]
         argocd, compare = ROOT / "argocd", (overlays[0], overlays[1])
@@ -708,18 +736,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{path} has no kustomization.yaml; pass a kustomization directory")
 
     tools = Toolchain.from_env()
-    missing = tools.missing() if not args.no_scanners else [
-        m for m in tools.missing() if not m.startswith(("checkov", "kube-score"))
-    ]
+    missing = (
+        tools.missing()
+        if not args.no_scanners
+        else [m for m in tools.missing() if not m.startswith(("checkov", "kube-score"))]
+    )
     if missing:
-        print("error: " + "; ".join(missing) + ". Run `make manifest-tools` first.", file=sys.stderr)
+        print(
+            "error: " + "; ".join(missing) + ". Run `make manifest-tools` first.", file=sys.stderr
+        )
         return 2
     try:
         report = validate(
             tools,
             overlays,
             argocd=argocd,
-            compare=compare,  # type: ignore[arg-type]
+            compare=compare,
             versions=versions,
             out=args.out,
             scanners=not args.no_scanners,
@@ -734,7 +766,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report.ok:
         print(f"manifests valid: rendered output in {_display(args.out)}")
         return 0
-    print(f"manifests INVALID: {len(report.findings)} problem(s) above; rendered output in {_display(args.out)}")
+    print(
+        f"manifests INVALID: {len(report.findings)} problem(s) above; "
+        f"rendered output in {_display(args.out)}"
+    )
     return 1
 
 
