@@ -1,0 +1,121 @@
+"""`gitops promote`: a branch whose only change is prod's image line and model card, and a PR
+body with the metric deltas, the data hash change and the changelog."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from classifier.model_card import ModelCard
+
+
+def _deploy(sandbox, clone, env: str, revision: str, accuracy: float) -> None:
+    result = sandbox.gitops(clone, *sandbox.bump_args(env, revision, accuracy=accuracy))
+    assert result.returncode == 0, result.stderr
+
+
+def test_promote_branch_changes_only_prod_image_and_card(sandbox) -> None:
+    ci = sandbox.clone("ci")
+    first = sandbox.source_commit(ci, "first model")
+    _deploy(sandbox, ci, "prod", first, 0.90)
+    candidate = sandbox.source_commit(ci, "train: augment with flips")
+    _deploy(sandbox, ci, "staging", candidate, 0.92)
+    head_before = sandbox.state(ci)
+
+    result = sandbox.gitops(ci, "promote", "--from", "staging", "--to", "prod")
+
+    assert result.returncode == 0, result.stderr
+    assert sandbox.state(ci) == head_before  # the caller's checkout is untouched
+    branch = "promote/staging-to-prod"
+    changed = sandbox.git(ci, "diff", "--name-only", "main", branch).split()
+    assert sorted(changed) == ["overlays/prod/kustomization.yaml", "overlays/prod/model-card.json"]
+    assert sandbox.git(ci, "rev-list", "--count", f"main..{branch}") == "1"
+    diff = sandbox.git(ci, "diff", "-U0", "main", branch, "--", "overlays/prod/kustomization.yaml")
+    changed_lines = sorted(
+        line[1:].strip().removeprefix("- ")
+        for line in diff.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    )
+    assert changed_lines == sorted(
+        [
+            f"digest: {sandbox.digest_for(first)}",
+            f"digest: {sandbox.digest_for(candidate)}",
+            f"newTag: {first}",
+            f"newTag: {candidate}",
+        ]
+    )
+    prod = yaml.safe_load(sandbox.git(ci, "show", f"{branch}:overlays/prod/kustomization.yaml"))
+    staging = yaml.safe_load((ci / "overlays/staging/kustomization.yaml").read_text())
+    assert prod["images"] == staging["images"]
+    card = json.loads(sandbox.git(ci, "show", f"{branch}:overlays/prod/model-card.json"))
+    assert ModelCard.from_dict(card).git_revision == candidate
+
+
+def test_promote_body_has_metric_deltas_data_hash_and_changelog(sandbox) -> None:
+    ci = sandbox.clone("ci")
+    first = sandbox.source_commit(ci, "first model")
+    _deploy(sandbox, ci, "prod", first, 0.90)
+    sandbox.source_commit(ci, "prepare: stratify by cell type")
+    candidate = sandbox.source_commit(ci, "train: augment with flips")
+    _deploy(sandbox, ci, "staging", candidate, 0.92)
+    body_file = sandbox.root / "pr" / "body.md"
+
+    result = sandbox.gitops(
+        ci, "promote", "--from", "staging", "--to", "prod", "--body-file", str(body_file)
+    )
+
+    assert result.returncode == 0, result.stderr
+    body = body_file.read_text()
+    assert "| accuracy | 0.9000 | 0.9200 | +0.0200 ▲ |" in body
+    assert "| roc_auc | 0.9300 | 0.9500 | +0.0200 ▲ |" in body
+    assert "(unchanged)" in body  # same data hash in both cards
+    assert "prepare: stratify by cell type" in body
+    assert "train: augment with flips" in body
+    assert "first model" not in body  # already in prod
+    assert "deploy(" not in body  # deploy commits are not product changes
+    assert f"{first[:12]}..{candidate[:12]}" in body
+
+
+def test_promote_twice_reuses_the_branch(sandbox) -> None:
+    ci = sandbox.clone("ci")
+    _deploy(sandbox, ci, "staging", sandbox.source_commit(ci, "one"), 0.9)
+    assert sandbox.gitops(ci, "promote", "--from", "staging", "--to", "prod").returncode == 0
+    newer = sandbox.source_commit(ci, "two")
+    _deploy(sandbox, ci, "staging", newer, 0.91)
+
+    result = sandbox.gitops(ci, "promote", "--from", "staging", "--to", "prod", "--push")
+
+    assert result.returncode == 0, result.stderr
+    branches = sandbox.git(sandbox.origin, "branch", "--format=%(refname:short)").split()
+    assert sorted(branches) == ["main", "promote/staging-to-prod"]
+    tip = sandbox.git(sandbox.origin, "log", "-1", "--format=%B", "promote/staging-to-prod")
+    assert f"Source-Revision: {newer}" in tip
+    assert "Promoted-From: staging" in tip
+
+
+def test_promote_when_prod_already_runs_staging_build_does_nothing(sandbox) -> None:
+    ci = sandbox.clone("ci")
+    revision = sandbox.source_commit(ci, "one")
+    _deploy(sandbox, ci, "staging", revision, 0.9)
+    _deploy(sandbox, ci, "prod", revision, 0.9)
+
+    result = sandbox.gitops(ci, "promote", "--from", "staging", "--to", "prod")
+
+    assert result.returncode == 0, result.stderr
+    assert "nothing to promote" in result.stdout
+    assert "promote/" not in sandbox.git(ci, "branch")
+
+
+def test_promote_older_staging_build_is_refused(sandbox) -> None:
+    ci = sandbox.clone("ci")
+    older = sandbox.source_commit(ci, "older")
+    newer = sandbox.source_commit(ci, "newer")
+    _deploy(sandbox, ci, "prod", newer, 0.9)
+    _deploy(sandbox, ci, "staging", older, 0.9)
+
+    result = sandbox.gitops(ci, "promote", "--from", "staging", "--to", "prod")
+
+    assert result.returncode == 2
+    assert "refusing to downgrade prod" in result.stderr
+    assert "promote/" not in sandbox.git(ci, "branch")
