@@ -423,7 +423,13 @@ def check_schemas(
                 continue
             errors = item.get("validationErrors") or []
             details = [f"{e.get('path') or '/'}: {e.get('msg')}" for e in errors]
-            message = "; ".join(details) or str(item.get("msg", "invalid"))
+            raw = str(item.get("msg", "invalid"))
+            # kubeconform's JSON lists only the top-level cause ("/spec: validation failed");
+            # the message carries the precise location: "... with '<schema>' - at '/spec/...': ..."
+            if "' - " in raw:
+                message = raw.split("' - ", 1)[1]
+            else:
+                message = raw if raw != "invalid" or not details else "; ".join(details)
             if "could not find schema" in message:
                 message += (
                     f" (Kubernetes {version} and the Argo CD CRDs have no {item.get('version')} "
@@ -445,16 +451,12 @@ def check_checkov(tools: Toolchain, files: Mapping[Path, str]) -> list[Finding]:
     """checkov's kubernetes framework over the rendered files (one run for all of them)."""
     if tools.checkov is None:
         raise ManifestError("checkov not found: run `make manifest-tools`")
-    directory = {path.parent for path in files}
-    if len(directory) != 1:
-        raise ManifestError("checkov: rendered files must share one folder")
     result = subprocess.run(
         [
             str(tools.checkov),
             "--framework",
             "kubernetes",
-            "--directory",
-            str(directory.pop()),
+            *(arg for path in files for arg in ("--file", str(path))),
             "--output",
             "json",
             "--quiet",
@@ -514,17 +516,14 @@ def check_kube_score(tools: Toolchain, source: str, rendered: Path) -> list[Find
         check=False,
     )
     findings: list[Finding] = []
-    # ci format: "[CRITICAL] apps/v1/Deployment name in ns: (container) message"
-    line_format = re.compile(r"^\[(WARNING|CRITICAL)\] (\S+) (\S+)(?: in \S+)?: (.*)$")
+    # ci format: "[CRITICAL] <name>/<namespace> <apiVersion>/<Kind>: <message>"
+    line_format = re.compile(r"^\[(WARNING|CRITICAL)\] (\S+) (\S+): (.*)$")
     for line in result.stdout.splitlines():
         match = line_format.match(line)
         if match:
-            level, kind, name, message = match.groups()
-            findings.append(
-                Finding(
-                    source, f"kube-score:{level.lower()}", f"{kind.split('/')[-1]}/{name}", message
-                )
-            )
+            level, name, kind, message = match.groups()
+            resource = f"{kind.rsplit('/', 1)[-1]}/{name.split('/', 1)[0]}"
+            findings.append(Finding(source, f"kube-score:{level.lower()}", resource, message))
     if result.returncode != 0 and not findings:
         raise ManifestError(f"kube-score failed: {result.stderr.strip() or result.stdout}")
     return findings
