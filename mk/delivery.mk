@@ -25,9 +25,9 @@ unit: delivery-tools
 
 check-workflows: setup delivery-tools ## actionlint, zizmor (offline), workflow schemas, contract test
 	@echo ">> actionlint $(ACTIONLINT_VERSION)"
-	$(ACTIONLINT) -color=never $(WORKFLOWS)
+	$(ACTIONLINT) -no-color $(WORKFLOWS)
 	@echo ">> zizmor --offline (suppressions with reasons: .github/zizmor.yml)"
-	$(BIN)/zizmor --offline --no-progress --config .github/zizmor.yml .github/workflows
+	$(BIN)/zizmor --offline --no-progress --persona auditor --config .github/zizmor.yml .github/workflows
 	@echo ">> check-jsonschema: workflow and dependabot schemas (vendored, offline)"
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 	$(BIN)/check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
