@@ -253,8 +253,6 @@ def start_control_plane(kubeconfig: Path) -> None:
             CLUSTER_NAME,
             "--replicas",
             str(SIMULATED_NODES),
-            "--kubeconfig",
-            kubeconfig,
         ],
         env=kwok_env(),
     )
