@@ -177,7 +177,7 @@ def run(args: argparse.Namespace) -> int:
             root,
             RollbackRequest(
                 env=args.env,
-                to=args.to,
+                to=args.to or None,  # an empty --to (a blank workflow input) means "the latest"
                 via_pr=args.via_pr,
                 push=not args.no_push,
                 open_pr=args.open_pr,

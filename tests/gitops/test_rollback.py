@@ -40,7 +40,8 @@ def test_rollback_staging_reverts_latest_deploy_and_pushes(sandbox) -> None:
     revisions = [sandbox.source_commit(ci, f"change {i}") for i in range(3)]
     deploys = [_deploy(sandbox, ci, "staging", rev) for rev in revisions]
 
-    result = sandbox.gitops(ci, "rollback", "--env", "staging")
+    # An empty --to is what the rollback workflow passes when its input is left blank.
+    result = sandbox.gitops(ci, "rollback", "--env", "staging", "--to", "")
 
     assert result.returncode == 0, result.stderr
     assert _staging_on_origin(sandbox) == sandbox.digest_for(revisions[1])
