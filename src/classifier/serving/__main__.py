@@ -2,22 +2,56 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 import uvicorn
+from pydantic import ValidationError
 
 from classifier.serving.app import create_app
 from classifier.serving.observability import logging_config
 from classifier.serving.settings import Settings
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn, except that a completed graceful shutdown exits 0.
+
+    On SIGTERM uvicorn stops accepting, finishes in-flight requests (up to
+    `timeout_graceful_shutdown`), runs the lifespan shutdown, and then re-raises the signal so
+    the process dies "killed by SIGTERM" (status 143). A clean drain is a success, so we keep
+    uvicorn's handling and drop the re-raise.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+
 def main() -> None:
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        # A typo in a manifest should read as one clear line, not a traceback.
+        problems = "; ".join(
+            f"CLASSIFIER_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        sys.exit(f"invalid settings: {problems}")
     app = create_app(settings)
-    # One process per pod (scale out with the HPA): no uvicorn workers. uvicorn handles SIGTERM:
-    # stop accepting, finish in-flight requests (up to shutdown_timeout_s), run the lifespan
-    # shutdown, exit 0.
-    uvicorn.run(
+    # One process per pod (scale out with the HPA): no uvicorn workers.
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -28,7 +62,8 @@ def main() -> None:
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         server_header=False,
     )
-    # The model never loaded: exit non-zero so the orchestrator sees a crash, not a quiet pod.
+    GracefulServer(config).run()
+    # The model never loaded: exit non-zero so the orchestrator sees a failure, not a quiet pod.
     if app.state.service.load_error is not None:
         sys.exit(1)
 

@@ -119,8 +119,15 @@ def error_response(
     )
 
 
-async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
+def _count(request: Request, code: str) -> None:
+    service = getattr(request.app.state, "service", None)
+    if service is not None:
+        service.metrics.errors.labels(code).inc()
+
+
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ServiceError)  # noqa: S101  (registered for ServiceError only)
+    _count(request, exc.code)
     if exc.status_code >= 500:
         log.warning("request failed: %s", exc.message, extra={"error_code": exc.code})
     return error_response(
@@ -128,7 +135,8 @@ async def _service_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _body_too_large(_request: Request, exc: Exception) -> JSONResponse:
+async def _body_too_large(request: Request, exc: Exception) -> JSONResponse:
+    _count(request, PayloadTooLarge.code)
     return error_response(
         413,
         PayloadTooLarge.code,
@@ -136,17 +144,19 @@ async def _body_too_large(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     codes = {404: "not_found", 405: "method_not_allowed"}
     code = codes.get(exc.status_code, f"http_{exc.status_code}")
+    _count(request, code)
     return error_response(
         exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {})
     )
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)  # noqa: S101
+    _count(request, "invalid_input")
     details = [
         {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", ""))}
         for err in exc.errors()
@@ -156,8 +166,9 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # A bug, not bad input: log the traceback, tell the client nothing internal.
+    _count(request, "internal_error")
     log.exception("unhandled error", exc_info=exc)
     return error_response(500, "internal_error", "internal error; see the server log")
 

@@ -64,6 +64,7 @@ class JSONFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        # Handlers format synchronously in the logging call, so the context is the request's.
         request_id = current_request_id()
         if request_id is not None:
             entry["request_id"] = request_id
@@ -223,6 +224,7 @@ class ObservabilityMiddleware:
             declared_len = int(declared) if declared and declared.isdigit() else None
             if declared_len is not None and declared_len > self.max_body_bytes:
                 # Refuse before reading a byte of the body.
+                self.metrics.errors.labels("payload_too_large").inc()
                 await self.too_large(declared_len, self.max_body_bytes)(
                     scope, receive, send_with_id
                 )
@@ -251,6 +253,7 @@ class ObservabilityMiddleware:
                     "status": status,
                     "duration_ms": round(elapsed * 1000, 3),
                     "client": (scope.get("client") or ("", 0))[0],
+                    "request_id": request_id,
                 },
             )
             _request_id.reset(token)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from fastapi.exceptions import HTTPException
+from starlette.exceptions import HTTPException
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 

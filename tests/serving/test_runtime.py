@@ -1,0 +1,64 @@
+"""The model wrapper's lifecycle and its refusal of mismatched or missing artefacts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifier.serving.errors import ModelNotReady
+from classifier.serving.runtime import LiteRTModel, ModelLoadError
+
+
+def _model(directory: Path, max_batch: int = 4) -> LiteRTModel:
+    return LiteRTModel(
+        directory / "model.tflite", directory / "model_card.json", threads=1, max_batch=max_batch
+    )
+
+
+def test_load_sets_ready_and_predicts_any_batch_size(tiny_model_dir: Path) -> None:
+    model = _model(tiny_model_dir)
+    assert not model.ready
+    with pytest.raises(ModelNotReady):
+        model.predict_sync(np.zeros((1, 32, 32, 1), np.float32))
+    model.load()
+    assert model.ready and model.load_seconds is not None
+    rng = np.random.default_rng(0)
+    batch = rng.random((5, 32, 32, 1), dtype=np.float32)
+    together = model.predict_sync(batch)
+    one_by_one = np.concatenate([model.predict_sync(batch[i : i + 1]) for i in range(5)])
+    assert together.shape == (5,)
+    np.testing.assert_allclose(together, one_by_one, atol=1e-6)
+    assert asyncio.run(model.predict(batch[:2])).shape == (2,)
+    model.close()
+    assert not model.ready
+
+
+def test_load_refuses_a_card_that_does_not_match_the_model(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    shutil.copy(tiny_model_dir / "model.tflite", tmp_path)
+    card = json.loads((tiny_model_dir / "model_card.json").read_text())
+    card["input"]["height"] = 64
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match="does not match the model card"):
+        _model(tmp_path).load()
+
+
+def test_load_refuses_a_file_that_is_not_a_model(tiny_model_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(tiny_model_dir / "model_card.json", tmp_path)
+    (tmp_path / "model.tflite").write_bytes(b"definitely not a flatbuffer")
+    with pytest.raises(ModelLoadError, match="not a LiteRT model"):
+        _model(tmp_path).load()
+
+
+def test_load_refuses_missing_files(tiny_model_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="model card not found"):
+        _model(tmp_path).load()
+    shutil.copy(tiny_model_dir / "model_card.json", tmp_path)
+    with pytest.raises(ModelLoadError, match="model file not found"):
+        _model(tmp_path).load()

@@ -1,0 +1,59 @@
+"""Settings come from CLASSIFIER_* variables with the contract's names and defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from classifier.serving.settings import Settings
+
+
+def test_defaults_follow_the_service_contract(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("CLASSIFIER_"):
+            monkeypatch.delenv(name)
+    settings = Settings()
+    assert settings.model_path == Path("/opt/model/model.tflite")
+    assert settings.model_card_path == Path("/opt/model/model_card.json")
+    assert (settings.host, settings.port) == ("0.0.0.0", 8080)
+    assert settings.api_token is None
+    assert settings.threads >= 1
+
+
+def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {
+        "CLASSIFIER_MODEL_PATH": "/m/x.tflite",
+        "CLASSIFIER_MODEL_CARD_PATH": "/m/card.json",
+        "CLASSIFIER_PORT": "9000",
+        "CLASSIFIER_HOST": "127.0.0.1",
+        "CLASSIFIER_LOG_LEVEL": "debug",
+        "CLASSIFIER_INFERENCE_THREADS": "3",
+        "CLASSIFIER_MAX_BATCH_SIZE": "8",
+        "CLASSIFIER_MAX_BATCH_WAIT_MS": "2.5",
+        "CLASSIFIER_MAX_UPLOAD_BYTES": "2048",
+        "CLASSIFIER_MAX_IMAGES_PER_REQUEST": "4",
+        "CLASSIFIER_API_TOKEN": "t0k",
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    s = Settings()
+    assert s.model_path == Path("/m/x.tflite") and s.model_card_path == Path("/m/card.json")
+    assert (s.port, s.host, s.log_level, s.threads) == (9000, "127.0.0.1", "debug", 3)
+    assert (s.max_batch_size, s.max_batch_wait_ms) == (8, 2.5)
+    assert (s.max_upload_bytes, s.max_images_per_request) == (2048, 4)
+    assert s.api_token is not None and s.api_token.get_secret_value() == "t0k"
+    assert "t0k" not in repr(s)  # the secret never reaches a log line
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("PORT", "0"), ("PORT", "http"), ("MAX_BATCH_SIZE", "0"), ("LOG_LEVEL", "loud")],
+)
+def test_invalid_values_are_refused_with_the_field_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(f"CLASSIFIER_{name}", value)
+    with pytest.raises(ValidationError, match=name.lower()):
+        Settings()
