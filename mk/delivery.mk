@@ -5,7 +5,7 @@
 
 WORKFLOWS       := $(wildcard .github/workflows/*.yml)
 # A slim venv for jobs that only move images (no TensorFlow): the project + the delivery group.
-DELIVERY_VENV   := $(ROOT)/.venv-delivery
+DELIVERY_VENV   := $(TOOLS)/delivery-venv
 # What retrains the model: a PR touching these gets a pipeline run and a metric-diff comment.
 ML_INPUTS       := src/classifier params.yaml data.dvc dvc.yaml dvc.lock
 # Where the PR comment and the build args land (both read by later workflow steps).
