@@ -1,4 +1,8 @@
-"""Fixtures for the service tests: a running app (in-process) on a real exported LiteRT model."""
+"""Fixtures for the service tests: a running app (in-process) on a real exported LiteRT model.
+
+The model is the session-wide `tiny_model_dir` of tests/conftest.py, made by the pipeline's
+own train + export code, so these tests run against exactly what `dvc repro` produces.
+"""
 
 from __future__ import annotations
 
@@ -18,40 +22,9 @@ from classifier.serving.settings import Settings
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """model.tflite + model_card.json, converted by TensorFlow's real LiteRT converter.
-
-    Stand-in until the pipeline's shared `tiny_model_dir` (tests/conftest.py) lands.
-    """
-    import keras
-    import tensorflow as tf
-
-    out = tmp_path_factory.mktemp("tiny_model")
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((32, 32, 1))
-    x = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(1, activation="sigmoid")(x)
-    model = keras.Model(inputs, outputs)
-    (out / "model.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    card = ModelCard.from_dict(
-        {
-            "schema_version": 1,
-            "name": "elpv-cnn",
-            "version": "abc1234",
-            "git_revision": "abc1234" * 5 + "abcde",
-            "data_hash": "0" * 32,
-            "input": {"height": 32, "width": 32},
-            "threshold": 0.5,
-            "labels": ["functional", "defective"],
-            "metrics": {"accuracy": 0.8, "balanced_accuracy": 0.8, "roc_auc": 0.85, "f1": 0.7},
-            "params": {"train": {"epochs": 1}},
-            "exported_at": "2025-01-01T00:00:00+00:00",
-            "export_parity_max_abs_diff": 0.0,
-        }
-    )
-    card.save(out / "model_card.json")
-    return out
+def card(tiny_model_dir: Path) -> ModelCard:
+    """The card of the shared `tiny_model_dir` (tests/conftest.py: exported by the pipeline)."""
+    return ModelCard.load(tiny_model_dir / "model_card.json")
 
 
 def make_settings(model_dir: Path, **overrides: object) -> Settings:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from classifier.model_card import ModelCard
 from classifier.serving.app import create_app
 
 from .conftest import make_settings
@@ -17,11 +18,11 @@ def test_livez_returns_alive(client: TestClient) -> None:
     assert response.json() == {"status": "alive"}
 
 
-def test_readyz_returns_ready_with_version_once_loaded(client: TestClient) -> None:
+def test_readyz_returns_ready_with_version_once_loaded(client: TestClient, card: ModelCard) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
     assert response.json()["ready"] is True
-    assert response.json()["model_version"] == "abc1234"
+    assert response.json()["model_version"] == card.version
 
 
 def test_readyz_returns_503_before_the_model_loads(tiny_model_dir: Path) -> None:

@@ -8,6 +8,7 @@ import logging
 import pytest
 from fastapi.testclient import TestClient
 
+from classifier.model_card import ModelCard
 from classifier.serving.observability import JSONFormatter
 
 from .conftest import png_bytes
@@ -20,7 +21,9 @@ def _metric(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in metrics")
 
 
-def test_metrics_count_requests_latency_batches_and_model_info(client: TestClient) -> None:
+def test_metrics_count_requests_latency_batches_and_model_info(
+    client: TestClient, card: ModelCard
+) -> None:
     files = [("files", (f"{i}.png", png_bytes(seed=i), "image/png")) for i in range(3)]
     assert client.post("/v1/predict", files=files).status_code == 200
     client.post("/v1/predict", content=b"x", headers={"Content-Type": "text/plain"})
@@ -35,7 +38,7 @@ def test_metrics_count_requests_latency_batches_and_model_info(client: TestClien
     assert _metric(text, "classifier_inference_batch_size_sum") >= 3
     assert _metric(text, "classifier_inference_duration_seconds_count") >= 1
     assert _metric(text, "classifier_request_images_sum") == 3
-    assert 'classifier_model_info{data_hash="' in text and 'version="abc1234"' in text
+    assert 'classifier_model_info{data_hash="' in text and f'version="{card.version}"' in text
     assert _metric(text, "classifier_model_ready") == 1
     assert _metric(text, "process_resident_memory_bytes") > 0
     assert 'classifier_errors_total{code="unsupported_media_type"}' in text

@@ -13,22 +13,26 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from classifier.imaging import preprocess
+from classifier.model_card import ModelCard
 from classifier.serving.app import create_app
 
 from .conftest import make_settings, png_bytes, wait_ready
 
 
-def test_predict_returns_probability_label_and_version_for_one_image(client: TestClient) -> None:
+def test_predict_returns_probability_label_and_version_for_one_image(
+    client: TestClient, card: ModelCard
+) -> None:
     response = client.post("/v1/predict", files={"files": ("cell.png", png_bytes(), "image/png")})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model_version"] == "abc1234"
+    assert body["model_version"] == card.version
     [prediction] = body["predictions"]
     assert prediction["image"] == "cell.png"
     assert 0.0 <= prediction["probability"] <= 1.0
-    expected = "defective" if prediction["probability"] > 0.5 else "functional"
+    negative, positive = card.labels
+    expected = positive if prediction["probability"] > card.threshold else negative
     assert prediction["label"] == expected
-    assert prediction["model_version"] == "abc1234"
+    assert prediction["model_version"] == card.version
 
 
 def test_predict_keeps_order_for_several_images(client: TestClient) -> None:
