@@ -18,7 +18,7 @@ BASE_REV        ?= origin/main
         ci-build-args sign-image ci-dvc-pull ci-dvc-push deploy-status
 
 delivery-tools: ## build the pinned kustomize and actionlint that gitops and its checks use
-	@$(MAKE) $(KUSTOMIZE) $(ACTIONLINT)
+	@$(MAKE) -s $(KUSTOMIZE) $(ACTIONLINT)
 
 # The gitops tests (part of `make unit`) drive the real kustomize.
 unit: delivery-tools

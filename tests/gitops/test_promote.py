@@ -4,6 +4,7 @@ body with the metric deltas, the data hash change and the changelog."""
 from __future__ import annotations
 
 import json
+import sys
 
 import yaml
 
@@ -119,3 +120,53 @@ def test_promote_older_staging_build_is_refused(sandbox) -> None:
     assert result.returncode == 2
     assert "refusing to downgrade prod" in result.stderr
     assert "promote/" not in sandbox.git(ci, "branch")
+
+
+FAKE_GH = """#!{python}
+# Stand-in for the GitHub CLI (GitHub is not reachable from tests): keeps open PRs in a JSON
+# file and logs every call, so the test sees whether gitops creates or edits.
+import json, sys, pathlib
+state = pathlib.Path({state!r})
+prs = json.loads(state.read_text()) if state.exists() else []
+args = sys.argv[1:]
+with open({log!r}, "a") as log:
+    log.write(" ".join(args[:2]) + "\\n")
+def opt(name):
+    return args[args.index(name) + 1]
+if args[:2] == ["pr", "list"]:
+    print(json.dumps([p for p in prs if p["head"] == opt("--head")][:1]))
+elif args[:2] == ["pr", "create"]:
+    prs.append({{"number": len(prs) + 1, "url": "https://example.test/pr/1", "head": opt("--head"),
+                "title": opt("--title"), "body": open(opt("--body-file")).read()}})
+    print(prs[-1]["url"])
+elif args[:2] == ["pr", "edit"]:
+    pr = next(p for p in prs if str(p["number"]) == args[2])
+    pr["title"], pr["body"] = opt("--title"), open(opt("--body-file")).read()
+state.write_text(json.dumps(prs))
+"""
+
+
+def test_promote_open_pr_creates_one_pr_then_updates_it(sandbox) -> None:
+    bin_dir = sandbox.root / "bin"
+    bin_dir.mkdir()
+    state, log = sandbox.root / "prs.json", sandbox.root / "gh.log"
+    gh = bin_dir / "gh"
+    gh.write_text(FAKE_GH.format(python=sys.executable, state=str(state), log=str(log)))
+    gh.chmod(0o755)
+    sandbox.env["PATH"] = f"{bin_dir}:{sandbox.env['PATH']}"
+    ci = sandbox.clone("ci")
+    _deploy(sandbox, ci, "staging", sandbox.source_commit(ci, "one"), 0.9)
+    promote = ["promote", "--from", "staging", "--to", "prod", "--push", "--open-pr"]
+
+    first = sandbox.gitops(ci, *promote)
+    newer = sandbox.source_commit(ci, "two")
+    _deploy(sandbox, ci, "staging", newer, 0.93)
+    second = sandbox.gitops(ci, *promote)
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert log.read_text().split("\n")[:-1] == ["pr list", "pr create", "pr list", "pr edit"]
+    prs = json.loads(state.read_text())
+    assert len(prs) == 1
+    assert newer[:12] in prs[0]["title"]
+    assert "| accuracy | — | 0.9300 | new |" in prs[0]["body"]
