@@ -1,0 +1,172 @@
+"""Model-quality benchmark: the pipeline's recipe over several split seeds.
+
+    make bench-model        # or: .venv/bin/python bench/model_quality.py [--seeds 42 1 2]
+
+For each seed: a fresh stratified 75/25 split (val carved out of train), training from scratch
+with params.yaml's `train` section, evaluation on that seed's test split. Reports accuracy,
+balanced accuracy, ROC AUC and F1 per seed and as mean +/- std, the same per cell type, training
+wall time, and the model's size (.tflite bytes) and FLOPs per image. Rewrites the
+`model-quality` section of docs/benchmarks.md. Slow: one full training per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import machine_line, write_section
+
+from classifier.pipeline.common import load_params, section
+
+# Deitsch et al., "Automatic classification of defective photovoltaic module cells in
+# electroluminescence images", Solar Energy 185 (2019): same data, same 75/25 protocol.
+PAPER = {"CNN (VGG-19, ImageNet-pretrained, GPU)": 0.8842, "SVM (hand-crafted features)": 0.8244}
+HEADLINE = ("accuracy", "balanced_accuracy", "roc_auc", "f1")
+
+
+def flops_per_image(model: Any) -> int:
+    """Multiply-adds x 2 of the conv and dense layers (BN, ReLU and pooling are negligible)."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            c_in = layer.input.shape[-1]
+            total += 2 * h * w * kh * kw * c_in * c_out
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    from classifier.pipeline.evaluate import evaluate_predictions
+    from classifier.pipeline.export import export_tflite
+    from classifier.pipeline.prepare import load_split, prepare
+    from classifier.pipeline.train import TrainConfig, build_model, make_deterministic, train_model
+
+    base, prep = section(params, "base"), section(params, "prepare")
+    size = int(base["image_size"])
+    out = workdir / f"seed-{seed}"
+    prepare(
+        Path(base["data_dir"]),
+        out,
+        image_size=size,
+        threshold=float(base["threshold"]),
+        test_fraction=float(prep["test_fraction"]),
+        val_fraction=float(prep["val_fraction"]),
+        seed=seed,
+    )
+    config = TrainConfig.from_params(section(params, "train"), seed=seed)
+    make_deterministic(seed)
+    train, val, test = (load_split(out, name) for name in ("train", "val", "test"))
+    model = build_model((size, size), config.filters, config.dropout, config.convs_per_block)
+    started = time.monotonic()
+    history = train_model(model, (train["x"], train["y"]), (val["x"], val["y"]), config)
+    seconds = time.monotonic() - started
+    p = model.predict(test["x"], batch_size=64, verbose=0).ravel()
+    metrics = evaluate_predictions(test["y"], p, test["type"], float(base["threshold"]))
+    tflite = export_tflite(model, out / "model.tflite")
+    return {
+        "seed": seed,
+        "metrics": metrics,
+        "train_seconds": seconds,
+        "epochs": len(history["loss"]),
+        "tflite_bytes": tflite.stat().st_size,
+        "flops": flops_per_image(model),
+        "parameters": int(model.count_params()),
+    }
+
+
+def mean_std(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.4f} ± {spread:.4f}"
+
+
+def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) -> str:
+    base, train = params["base"], params["train"]
+    lines = [
+        "## Model quality (ELPV test split, from scratch)",
+        "",
+        f"Command: `{command}` — machine: {machine_line()} (shared with other jobs: times are "
+        "upper bounds).",
+        f"Recipe: params.yaml — {base['image_size']}x{base['image_size']} grayscale, filters "
+        f"{train['filters']} x{train.get('convs_per_block', 2)} conv, up to {train['epochs']} "
+        "epochs, cosine LR, flips/rot90 + brightness/contrast augmentation, class weights. "
+        "Split: stratified 75/25 by label and cell type, val = 15 % of train.",
+        "",
+        "| split seed | accuracy | balanced acc. | ROC AUC | F1 | mono acc. | poly acc. "
+        "| epochs | train time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        m = r["metrics"]
+        per = m["per_cell_type"]
+        lines.append(
+            f"| {r['seed']} | {m['accuracy']:.4f} | {m['balanced_accuracy']:.4f} | "
+            f"{m['roc_auc']:.4f} | {m['f1']:.4f} | {per['mono']['accuracy']:.4f} | "
+            f"{per['poly']['accuracy']:.4f} | {r['epochs']} | {r['train_seconds'] / 60:.1f} min |"
+        )
+
+    def col(key: str, cell: str | None = None) -> list[float]:
+        return [
+            float((r["metrics"]["per_cell_type"][cell] if cell else r["metrics"])[key])
+            for r in results
+        ]
+
+    lines.append(
+        f"| **mean ± std** | {mean_std(col('accuracy'))} | {mean_std(col('balanced_accuracy'))} "
+        f"| {mean_std(col('roc_auc'))} | {mean_std(col('f1'))} | "
+        f"{mean_std(col('accuracy', 'mono'))} | {mean_std(col('accuracy', 'poly'))} | | "
+        f"{statistics.mean(r['train_seconds'] for r in results) / 60:.1f} min |"
+    )
+    first = results[0]
+    lines += [
+        "",
+        f"Model: {first['parameters']:,} parameters, {first['tflite_bytes'] / 1024:.0f} KiB "
+        f"as .tflite (float32), {first['flops'] / 1e6:.0f} MFLOPs per image "
+        "(2 x multiply-adds of conv and dense layers).",
+        "",
+        "Reference (Deitsch et al. 2019, same protocol, accuracy): "
+        + "; ".join(f"{k} {v:.2%}" for k, v in PAPER.items())
+        + ".",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    args = parser.parse_args(argv)
+    if len(args.seeds) < 1:
+        parser.error("give at least one --seeds value")
+    params = load_params(args.params)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
+        for seed in args.seeds:
+            print(f"bench-model: split seed {seed}", flush=True)
+            results.append(run_seed(seed, params, Path(tmp)))
+            m = results[-1]["metrics"]
+            print(f"bench-model: seed {seed}: accuracy {m['accuracy']:.4f}", flush=True)
+    command = (
+        "make bench-model"
+        if args.seeds == [42, 1, 2]
+        else ("python bench/model_quality.py --seeds " + " ".join(map(str, args.seeds)))
+    )
+    write_section("model-quality", render(results, params, command))
+    print("bench-model: wrote the model-quality section of docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()

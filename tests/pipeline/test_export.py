@@ -1,0 +1,65 @@
+"""Export: LiteRT output matches Keras within the bound, or the stage fails."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classifier.model_card import ModelCard
+from classifier.pipeline.export import ParityError, export_bundle, litert_predict
+
+
+@pytest.fixture(scope="module")
+def tiny_keras_model() -> object:
+    from classifier.pipeline.train import build_model, make_deterministic
+
+    make_deterministic(0)
+    return build_model((32, 32), filters=(4, 8), dropout=0.0)
+
+
+METRICS = {"accuracy": 0.9, "balanced_accuracy": 0.9, "roc_auc": 0.95, "f1": 0.85}
+
+
+def test_export_parity_is_bounded_and_recorded(tiny_keras_model: object, tmp_path: Path) -> None:
+    x = np.random.default_rng(0).random((20, 32, 32, 1)).astype(np.float32)
+    result = export_bundle(
+        tiny_keras_model,
+        tmp_path,
+        name="t",
+        metrics=METRICS,
+        params={"base": {"image_size": 32}},
+        data_hash="abc.dir",
+        threshold=0.5,
+        parity_images=x,
+        parity_tolerance=1e-4,
+    )
+    assert result.max_abs_diff <= 1e-4
+    card = ModelCard.load(result.card_path)
+    assert (card.input.height, card.input.width) == (32, 32)
+    assert card.export_parity_max_abs_diff == result.max_abs_diff
+    assert card.data_hash == "abc.dir"
+    keras_out = tiny_keras_model.predict(x, verbose=0)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(
+        litert_predict(result.tflite_path, x, batch_size=7), keras_out, atol=1e-4
+    )
+
+
+def test_export_fails_when_parity_exceeds_the_tolerance(
+    tiny_keras_model: object, tmp_path: Path
+) -> None:
+    x = np.random.default_rng(1).random((4, 32, 32, 1)).astype(np.float32)
+    with pytest.raises(ParityError, match="parity_tolerance"):
+        export_bundle(
+            tiny_keras_model,
+            tmp_path,
+            name="t",
+            metrics=METRICS,
+            params={},
+            data_hash="abc.dir",
+            threshold=0.5,
+            parity_images=x,
+            parity_tolerance=-1.0,  # nothing can be this close: the check must trip
+        )
+    assert not (tmp_path / "model_card.json").exists()
