@@ -120,6 +120,10 @@ def run(
 
 # --- processes ----------------------------------------------------------------------------
 
+# Servers started by this Python process, kept so they are reaped (not left as zombies or
+# reported as leaked) when `down` runs in the same process, as in bench/sandbox.py.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
 
 def start_process(name: str, argv: Sequence[str | Path], env: dict[str, str]) -> int:
     """Start a long-running server in its own session, logging to LOGS/<name>.log."""
@@ -135,11 +139,15 @@ def start_process(name: str, argv: Sequence[str | Path], env: dict[str, str]) ->
             start_new_session=True,  # own process group: `down` stops it and its children
             cwd=STATE,
         )
+    _CHILDREN[proc.pid] = proc
     (RUN / f"{name}.pid").write_text(str(proc.pid))
     return proc.pid
 
 
 def pid_alive(pid: int) -> bool:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -173,6 +181,9 @@ def stop_process(name: str, grace_seconds: float = 10.0) -> None:
         log(f"{name} (pid {pid}) ignored SIGTERM for {grace_seconds:.0f} s: SIGKILL")
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait(timeout=grace_seconds)
     pid_file.unlink()
 
 
@@ -536,10 +547,6 @@ def start_argocd(kubeconfig: Path, redis_port: int) -> tuple[int, int]:
             ARGOCD_NAMESPACE,
             "--metrics-port",
             str(controller_metrics),
-            "--commit-server",
-            "127.0.0.1:1",
-            "--self-heal-timeout-seconds",
-            "2",
             "--status-processors",
             "4",
             "--operation-processors",
@@ -566,9 +573,6 @@ def start_argocd(kubeconfig: Path, redis_port: int) -> tuple[int, int]:
             "127.0.0.1",
             "--metrics-port",
             str(free_port()),
-            "--dex-server",
-            "",
-            "--disable-auth=false",
         ],
         argocd_env(kubeconfig, "argocd-server"),
     )
