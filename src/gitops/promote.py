@@ -32,6 +32,7 @@ from gitops.publish import (
     find_gh,
     open_or_update_pr,
     push_branch,
+    restored_on_error,
     say,
     scratch_worktree,
     sync_with_remote,
@@ -78,31 +79,33 @@ def promote(git: Git, root: Path, req: PromoteRequest) -> Proposal | None:
         raise UsageError("--open-pr needs --push (the PR's branch must be on the remote)")
     gh = find_gh() if req.open_pr else None
     source, target = Overlay.open(root, req.source_env), Overlay.open(root, req.target_env)
-    candidate_entry = source.image_entry(req.image_name)
-    current_entry = target.image_entry(req.image_name)
-    if not (candidate_entry.digest and candidate_entry.new_tag):
-        raise UsageError(
-            f"{source.rel_kustomization} pins no tag and digest yet: nothing to promote",
-            f"deploy a build to {req.source_env} first (`gitops bump --env {req.source_env}`)",
-        )
-    candidate_card = load_card(source.model_card)
-    current_card = optional_card(target.model_card)
+    source.image_entry(req.image_name)  # fail early when an overlay has no image line
+    target.image_entry(req.image_name)
     kustomize = find_kustomize(root)
     git.require_clean()
     base = current_branch(git, req.remote, req.push)
-    sync_with_remote(git, base)
-
-    if current_entry.digest == candidate_entry.digest:
-        print(f"{req.target_env} already runs {candidate_entry.reference}: nothing to promote")
-        return None
-    candidate_rev = deployed_source_revision(git, source, candidate_entry)
-    if candidate_rev is None:
-        raise UsageError(
-            f"cannot tell which source revision {req.source_env} runs "
-            f"(tag {candidate_entry.new_tag!r} is not a git SHA and no deploy trailer says)",
-            "re-deploy it with `gitops bump --source-revision SHA`",
-        )
-    check_not_older(git, target, current_entry, candidate_rev, req.force)
+    with restored_on_error(git, []):
+        sync_with_remote(git, base)  # then read both environments as the remote has them
+        candidate_entry = source.image_entry(req.image_name)
+        current_entry = target.image_entry(req.image_name)
+        if not (candidate_entry.digest and candidate_entry.new_tag):
+            raise UsageError(
+                f"{source.rel_kustomization} pins no tag and digest yet: nothing to promote",
+                f"deploy a build to {req.source_env} first (`gitops bump --env {req.source_env}`)",
+            )
+        candidate_card = load_card(source.model_card)
+        current_card = optional_card(target.model_card)
+        if current_entry.digest == candidate_entry.digest:
+            print(f"{req.target_env} already runs {candidate_entry.reference}: nothing to promote")
+            return None
+        candidate_rev = deployed_source_revision(git, source, candidate_entry)
+        if candidate_rev is None:
+            raise UsageError(
+                f"cannot tell which source revision {req.source_env} runs "
+                f"(tag {candidate_entry.new_tag!r} is not a git SHA and no deploy trailer says)",
+                "re-deploy it with `gitops bump --source-revision SHA`",
+            )
+        check_not_older(git, target, current_entry, candidate_rev, req.force)
     current_rev = deployed_source_revision(git, target, current_entry)
     state = DeployState.of(
         candidate_entry.new_name or req.image_name,
