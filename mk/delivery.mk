@@ -15,7 +15,7 @@ MODEL_DIR       ?= models
 BASE_REV        ?= origin/main
 
 .PHONY: delivery-tools check-workflows setup-delivery ci-ml-changed metrics-diff-report \
-        ci-build-args sign-image ci-dvc-pull ci-dvc-push deploy-status
+        ci-build-args sign-image deploy-status
 
 delivery-tools: ## build the pinned kustomize and actionlint that gitops and its checks use
 	@$(MAKE) -s $(KUSTOMIZE) $(ACTIONLINT)
@@ -64,12 +64,6 @@ sign-image: ## (CI) keyless cosign signature of SIGN_REF (image@sha256:...) via 
 	@[[ "$(SIGN_REF)" == *@sha256:* ]] || { echo "sign-image: SIGN_REF must be name@sha256:<digest>, got '$(SIGN_REF)'" >&2; exit 2; }
 	cosign sign --yes "$(SIGN_REF)"
 	@echo ">> signed $(SIGN_REF) (keyless, Rekor transparency log)"
-
-ci-dvc-pull: setup ## (CI) fetch data and pipeline outputs from the DVC remote (missing ones are rebuilt)
-	$(BIN)/dvc pull --allow-missing
-
-ci-dvc-push: setup ## (CI) upload data and pipeline outputs to the DVC remote
-	$(BIN)/dvc push
 
 deploy-status: setup ## what each environment runs (image, digest, revision, metrics)
 	$(BIN)/gitops status
