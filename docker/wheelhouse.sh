@@ -15,7 +15,10 @@ PIP_VERSION="${PIP_VERSION:?set PIP_VERSION}"
 mkdir -p "$out/wheels"
 
 # [project].dependencies only: no train/dev/delivery groups, not the project itself.
-"$UV" export --frozen --no-default-groups --no-emit-project --quiet -o "$out/requirements.txt.new"
+# UV_EXPORT_EXTRA adds to that (bench/image.py: the train group's TensorFlow closure).
+# shellcheck disable=SC2086
+"$UV" export --frozen --no-default-groups --no-emit-project ${UV_EXPORT_EXTRA:-} --quiet \
+  -o "$out/requirements.txt.new"
 mv "$out/requirements.txt.new" "$out/requirements.txt"
 
 # Debian bookworm and python:3.11-slim (also bookworm) have glibc 2.36: any manylinux tag up to

@@ -85,7 +85,7 @@ bench-image: setup test-model ## image size, start-to-ready, RSS vs a TensorFlow
 .PHONY: bench-image-run
 bench-image-run: wheelhouse
 	$(MAKE) push IMAGE_NAME=$(TEST_IMAGE_NAME) MODEL_DIR=$(TEST_MODEL) IMAGE_JSON=$(TEST_IMAGE_JSON)
-	UV=$(UV) PIP=$(IMAGE_PIP) $(BIN)/python bench/image.py --image-json $(TEST_IMAGE_JSON) \
-	  --model-dir $(TEST_MODEL)
+	UV=$(UV) PIP=$(IMAGE_PIP) PIP_VERSION=$(PIP_VERSION) $(BIN)/python -m bench.image \
+	  --image-json $(TEST_IMAGE_JSON) --model-dir $(TEST_MODEL) --base "$$(docker/base/build.sh)"
 
 TEST_TARGETS += lint-dockerfile test-container

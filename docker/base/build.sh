@@ -45,9 +45,13 @@ rm -rf "$rootfs"/usr/share/{man,info,locale,lintian,linda,bash-completion} \
   "$rootfs"/usr/share/i18n "$rootfs"/usr/lib/locale/* \
   "$rootfs"/var/cache/apt/* "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/debconf/*-old \
   "$rootfs"/var/log/* "$rootfs"/tmp/* "$rootfs"/root/.cache
-# Python bytecode the image never needs: the test suite and idle/tkinter leftovers if present.
-rm -rf "$rootfs"/usr/lib/python3.11/{test,idlelib,tkinter,turtledemo,lib2to3,ensurepip}
-find "$rootfs/usr/lib/python3.11" -name '__pycache__' -type d -prune -exec rm -rf {} +
+# Stdlib parts a service never imports (the test suite, idle/tkinter, lib2to3, ensurepip).
+rm -rf "$rootfs"/usr/lib/python3.11/{test,idlelib,tkinter,turtledemo,lib2to3,ensurepip,pydoc_data}
+# glibc's iconv charset modules (8 MB): Python has its own codecs and never calls iconv.
+rm -rf "$rootfs"/usr/lib/x86_64-linux-gnu/gconv
+# Keep (and complete) the stdlib bytecode: with a read-only root fs nothing can be cached at
+# run time, so a missing .pyc is a compile on every container start (~1 s for asyncio & co).
+chroot "$rootfs" python3 -m compileall -q -j 0 /usr/lib/python3.11 >/dev/null || true
 # Same hostname/resolver state for every build; docker supplies both at run time.
 : >"$rootfs/etc/hostname"
 : >"$rootfs/etc/resolv.conf"
