@@ -129,8 +129,8 @@ def ingest(dest: Path, dvc_file: Path, *, source: Path | None = None, force: boo
             raise DataHashMismatch(
                 f"rebuilt data hashes to {actual} but {dvc_file} records {expected}: the installed "
                 "elpv-dataset differs from the one the pipeline was built with. Nothing was "
-                "written. Pin the package version in pyproject.toml, or, to adopt the new data on "
-                f"purpose, run `dvc add {dest}`-equivalent: see docs/pipeline.md"
+                "written. Pin the elpv-dataset version in pyproject.toml; to adopt new data on "
+                "purpose, see docs/pipeline.md (Data and remotes)"
             )
         if dest.exists():
             shutil.rmtree(dest)
