@@ -264,6 +264,9 @@ def start_control_plane(kubeconfig: Path) -> None:
             CLUSTER_NAME,
             "--replicas",
             str(SIMULATED_NODES),
+            # The pods request ephemeral storage; kwok's node template declares none.
+            "--param",
+            '.allocatable["ephemeral-storage"]="100Gi"',
         ],
         env=kwok_env(),
     )

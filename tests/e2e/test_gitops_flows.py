@@ -151,8 +151,14 @@ def test_push_to_deploy_moves_staging_to_new_digest_only(
             "bump",
             "--env",
             "staging",
-            "--from-build",
-            pushed_build["json"],
+            # The workflow's own step: gitops bump --env staging --image "$IMAGE"
+            # --tag "$TAG" --digest "$DIGEST" --model-card models/model_card.json
+            "--image",
+            pushed_build["image"],
+            "--tag",
+            pushed_build["tag"],
+            "--digest",
+            pushed_build["digest"],
             "--model-card",
             str(ROOT / "build" / "test-model" / "model_card.json"),
         ],
