@@ -6,7 +6,8 @@
 # IMAGE_REF  e.g. 127.0.0.1:5000/elpv-classifier:<git sha>
 # MODEL_DIR  folder with model.tflite + model_card.json inside the repo (default: models)
 # BASE_IMAGE default python:3.11-slim (GitHub); `make image` passes the local debootstrap base
-# Needs build/image/{requirements.txt,wheels/} (`make wheelhouse`).
+# Needs build/image/{requirements.txt,wheels/} (`make wheelhouse`). DOCKER_BUILD_FLAGS adds flags
+# (e.g. --no-cache, as docs/image.md's reproducibility check does).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -57,6 +58,7 @@ PY
 echo ">> image: building $image (base $base, model $model_dir)" >&2
 started=$(date +%s)
 # BuildKit skips nothing we need and caches per stage; Debian's dockerd 20.10 has it built in.
+# shellcheck disable=SC2086
 DOCKER_BUILDKIT=1 nice -n 10 "$DOCKER" build \
   --file Dockerfile \
   --tag "$image" \
@@ -73,6 +75,7 @@ DOCKER_BUILDKIT=1 nice -n 10 "$DOCKER" build \
   --build-arg "MODEL_ROC_AUC=${card[4]}" \
   --build-arg "MODEL_F1=${card[5]}" \
   --progress "${BUILD_PROGRESS:-plain}" \
+  ${DOCKER_BUILD_FLAGS:-} \
   . >&2
 size="$("$DOCKER" image inspect --format '{{.Size}}' "$image")"
 echo ">> image: built $image ($((size / 1000000)) MB) in $(($(date +%s) - started)) s" >&2
