@@ -222,7 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     tf_import = None if tf_size is None else tf_import_seconds()
 
     layer_rows = "\n".join(
-        f"| {mb(s)} | `{c.replace('|', '/')[:90]}` |" for s, c in layers if s > 100_000
+        f"| {s / 1e6:,.1f} MB | {'`' + c.replace('|', '/')[:90] + '`' if c else '(the base)'} |"
+        for s, c in layers
+        if s > 100_000
     )
     tf_rows = (
         "| same Dockerfile + tensorflow-cpu 2.21 closure | n/a (`--skip-tensorflow`) | |"
@@ -236,10 +238,11 @@ def main(argv: list[str] | None = None) -> None:
         return f"| {label} | {med(key):.2f} s | {min(values):.2f} s | {max(values):.2f} s |"
 
     tag = str(pushed["tag"])[:12]
+    load = os.getloadavg()[0]
     markdown = f"""
 ## image
 
-`make bench-image` (bench/image.py), {machine_line()}.
+`make bench-image` (bench/image.py), {machine_line()}, load average {load:.1f} at the end.
 Image `{pushed["image"]}:{tag}` built here on the local debootstrap base `{args.base}`.
 
 | image | size | note |
