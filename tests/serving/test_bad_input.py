@@ -7,7 +7,7 @@ import base64
 import io
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +71,7 @@ def test_predict_rejects_multipart_without_file_parts(client: TestClient) -> Non
     assert response.status_code == 422
     response = client.post(
         "/v1/predict",
-        content=b"--b\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--b--\r\n",
+        content=b'--b\r\nContent-Disposition: form-data; name="note"\r\n\r\nhi\r\n--b--\r\n',
         headers={"Content-Type": "multipart/form-data; boundary=b"},
     )
     assert_error(response, 422, "invalid_input", "files")
@@ -180,13 +180,13 @@ def test_oversized_upload_is_refused_before_the_body_is_read(tiny_model_dir: Pat
     """At the ASGI level: a Content-Length over the cap gets 413 without one `receive()`."""
     app = create_app(make_settings(tiny_model_dir, max_upload_bytes=4096))
     received: list[Any] = []
-    sent: list[dict[str, Any]] = []
+    sent: list[MutableMapping[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         received.append(1)
         return {"type": "http.request", "body": b"\0" * 4096, "more_body": True}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
     scope = {
@@ -299,7 +299,9 @@ def test_predict_converts_odd_modes_like_the_grayscale_original(
     client: TestClient, mode: str
 ) -> None:
     data, fmt = _as_mode(mode)
-    assert Image.open(io.BytesIO(data)).mode in {mode, "I", "I;16B"} | ({"CMYK"} if mode == "CMYK" else set())
+    assert Image.open(io.BytesIO(data)).mode in {mode, "I", "I;16B"} | (
+        {"CMYK"} if mode == "CMYK" else set()
+    )
     reference = upload(client, encode(gray_image(), "PNG")).json()["predictions"][0]
     response = upload(client, data, f"x.{fmt.lower()}")
     assert response.status_code == 200, response.text
@@ -321,11 +323,16 @@ def test_server_keeps_serving_after_every_kind_of_bad_input(client: TestClient) 
     ]
     for data in bad:
         assert 400 <= upload(client, data).status_code < 500
-    assert client.post("/v1/predict", content=b"x", headers={"Content-Type": "text/plain"}).status_code == 415
+    assert (
+        client.post("/v1/predict", content=b"x", headers={"Content-Type": "text/plain"}).status_code
+        == 415
+    )
     response = upload(client, png_bytes())
     assert response.status_code == 200
     metrics = client.get("/metrics").text
-    assert 'classifier_http_requests_total{method="POST",route="/v1/predict",status="415"}' in metrics
+    assert (
+        'classifier_http_requests_total{method="POST",route="/v1/predict",status="415"}' in metrics
+    )
 
 
 def test_unknown_path_and_method_get_json_errors(client: TestClient) -> None:

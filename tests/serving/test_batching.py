@@ -12,7 +12,9 @@ from classifier.serving.observability import Metrics
 from classifier.serving.runtime import LiteRTModel
 
 
-def _run(tiny_model_dir: Path, max_batch_size: int, max_wait_ms: float) -> tuple[list[np.ndarray], np.ndarray, Metrics]:
+def _run(
+    tiny_model_dir: Path, max_batch_size: int, max_wait_ms: float
+) -> tuple[list[np.ndarray], np.ndarray, Metrics]:
     model = LiteRTModel(
         tiny_model_dir / "model.tflite",
         tiny_model_dir / "model_card.json",
@@ -25,7 +27,9 @@ def _run(tiny_model_dir: Path, max_batch_size: int, max_wait_ms: float) -> tuple
     requests = [rng.random((n, 32, 32, 1), dtype=np.float32) for n in (1, 3, 2, 1, 4, 1)]
 
     async def scenario() -> list[np.ndarray]:
-        predictor = Predictor(model, metrics, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms)
+        predictor = Predictor(
+            model, metrics, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms
+        )
         predictor.start()
         results = await asyncio.gather(*(predictor.predict(r) for r in requests))
         await predictor.stop()

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from classifier.model_card import ModelCard
 from classifier.serving.app import create_app
 
-from .conftest import make_settings
+from .conftest import make_settings, png_bytes, wait_ready
 
 
 def test_livez_returns_alive(client: TestClient) -> None:
@@ -40,7 +40,6 @@ def test_readyz_returns_503_before_the_model_loads(tiny_model_dir: Path) -> None
 def test_readyz_stays_503_with_reason_when_model_file_is_missing(tmp_path: Path) -> None:
     settings = make_settings(tmp_path)
     with TestClient(create_app(settings)) as client:
-        client.app.state.loading  # noqa: B018  (the load task exists)
         response = client.get("/readyz")
         for _ in range(200):
             if "failed" in (response.json().get("reason") or ""):
@@ -49,3 +48,15 @@ def test_readyz_stays_503_with_reason_when_model_file_is_missing(tmp_path: Path)
         assert response.status_code == 503
         assert "model card not found" in response.json()["reason"]
         assert client.get("/livez").status_code == 200
+
+
+def test_app_can_be_started_again_after_shutdown(tiny_model_dir: Path) -> None:
+    app = create_app(make_settings(tiny_model_dir))
+    for _ in range(2):
+        with TestClient(app) as client:
+            wait_ready(client)
+            response = client.post(
+                "/v1/predict", files={"files": ("a.png", png_bytes(), "image/png")}
+            )
+            assert response.status_code == 200
+        assert app.state.service.model.ready is False  # shutdown unloaded it

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 from fastapi.testclient import TestClient
@@ -38,7 +39,8 @@ def test_metrics_count_requests_latency_batches_and_model_info(
     assert _metric(text, "classifier_inference_batch_size_sum") >= 3
     assert _metric(text, "classifier_inference_duration_seconds_count") >= 1
     assert _metric(text, "classifier_request_images_sum") == 3
-    assert 'classifier_model_info{data_hash="' in text and f'version="{card.version}"' in text
+    assert 'classifier_model_info{data_hash="' in text
+    assert f'version="{card.version}"' in text
     assert _metric(text, "classifier_model_ready") == 1
     assert _metric(text, "process_resident_memory_bytes") > 0
     assert 'classifier_errors_total{code="unsupported_media_type"}' in text
@@ -56,14 +58,15 @@ def test_request_id_is_echoed_when_given(client: TestClient) -> None:
     assert response.headers["x-request-id"] == "abc-123.x"
 
 
-@pytest.mark.parametrize("given", [None, "", "bad id with spaces", "x" * 200, "a\"b"])
+@pytest.mark.parametrize("given", [None, "", "bad id with spaces", "x" * 200, 'a"b'])
 def test_request_id_is_generated_when_missing_or_unsafe(
     client: TestClient, given: str | None
 ) -> None:
     headers = {"X-Request-ID": given} if given is not None else {}
     response = client.get("/livez", headers=headers)
     generated = response.headers["x-request-id"]
-    assert len(generated) == 32 and generated != given
+    assert len(generated) == 32
+    assert generated != given
 
 
 def test_access_log_is_json_with_request_id(
@@ -90,11 +93,8 @@ def test_json_formatter_includes_extras_and_exceptions() -> None:
         raise ValueError("boom")
     except ValueError:
         record = logging.getLogger("t").makeRecord(
-            "t", logging.ERROR, __file__, 1, "failed %s", ("x",), exc_info=True, extra={"k": 1}
+            "t", logging.ERROR, __file__, 1, "failed %s", ("x",), sys.exc_info(), extra={"k": 1}
         )
-        import sys
-
-        record.exc_info = sys.exc_info()
     line = json.loads(JSONFormatter().format(record))
     assert line["msg"] == "failed x"
     assert line["k"] == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,11 +44,15 @@ def test_predict_keeps_order_for_several_images(client: TestClient) -> None:
     assert names == [f"{i}.png" for i in range(5)]
 
 
-def test_predict_matches_the_model_called_directly(client: TestClient, tiny_model_dir: Path) -> None:
+def test_predict_matches_the_model_called_directly(
+    client: TestClient, tiny_model_dir: Path
+) -> None:
     """Serving parity: same bytes -> imaging.preprocess -> the same .tflite gives the same P."""
     data = [png_bytes(seed=s, size=(300, 300)) for s in range(3)]
     files = [("files", (f"{i}.png", d, "image/png")) for i, d in enumerate(data)]
-    served = [p["probability"] for p in client.post("/v1/predict", files=files).json()["predictions"]]
+    served = [
+        p["probability"] for p in client.post("/v1/predict", files=files).json()["predictions"]
+    ]
     interpreter = Interpreter(model_path=str(tiny_model_dir / "model.tflite"))
     interpreter.allocate_tensors()
     index = interpreter.get_input_details()[0]["index"]
@@ -56,7 +61,9 @@ def test_predict_matches_the_model_called_directly(client: TestClient, tiny_mode
         row = preprocess(Image.open(io.BytesIO(d)), (32, 32))[np.newaxis]
         interpreter.set_tensor(index, row)
         interpreter.invoke()
-        expected.append(float(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, 0]))
+        expected.append(
+            float(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, 0])
+        )
     np.testing.assert_allclose(served, expected, atol=1e-6)
 
 
@@ -82,7 +89,7 @@ def test_predict_json_and_multipart_agree(client: TestClient) -> None:
 
 
 @pytest.fixture
-def token_client(tiny_model_dir: Path) -> TestClient:
+def token_client(tiny_model_dir: Path) -> Iterator[TestClient]:
     settings = make_settings(tiny_model_dir, api_token="s3cret-token")
     with TestClient(create_app(settings)) as c:
         wait_ready(c)

@@ -26,8 +26,9 @@ def test_load_sets_ready_and_predicts_any_batch_size(tiny_model_dir: Path) -> No
     with pytest.raises(ModelNotReady):
         model.predict_sync(np.zeros((1, 32, 32, 1), np.float32))
     model.load()
-    assert model.ready and model.load_seconds is not None
-    rng = np.random.default_rng(0)
+    assert model.load_seconds is not None
+    assert model.ready
+    rng = np.random.default_rng(0)  # type: ignore[unreachable]  # mypy kept `ready` narrowed
     batch = rng.random((5, 32, 32, 1), dtype=np.float32)
     together = model.predict_sync(batch)
     one_by_one = np.concatenate([model.predict_sync(batch[i : i + 1]) for i in range(5)])

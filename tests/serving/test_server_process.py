@@ -141,7 +141,9 @@ def test_server_writes_json_logs_with_request_ids(server: Server) -> None:
     log_path: Path = server.log_path  # type: ignore[attr-defined]
     lines = [json.loads(line) for line in log_path.read_text().splitlines()]  # all JSON
     access = [entry for entry in lines if entry.get("request_id") == "proc-test-1"]
-    assert access and access[-1]["route"] == "/v1/predict" and access[-1]["status"] == 200
+    assert access
+    assert access[-1]["route"] == "/v1/predict"
+    assert access[-1]["status"] == 200
     assert any(entry.get("msg") == "model loaded" for entry in lines)
 
 

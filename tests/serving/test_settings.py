@@ -17,7 +17,7 @@ def test_defaults_follow_the_service_contract(monkeypatch: pytest.MonkeyPatch) -
     settings = Settings()
     assert settings.model_path == Path("/opt/model/model.tflite")
     assert settings.model_card_path == Path("/opt/model/model_card.json")
-    assert (settings.host, settings.port) == ("0.0.0.0", 8080)
+    assert (settings.host, settings.port) == ("0.0.0.0", 8080)  # noqa: S104 (the contract)
     assert settings.api_token is None
     assert settings.threads >= 1
 
@@ -39,11 +39,13 @@ def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> N
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     s = Settings()
-    assert s.model_path == Path("/m/x.tflite") and s.model_card_path == Path("/m/card.json")
+    assert s.model_path == Path("/m/x.tflite")
+    assert s.model_card_path == Path("/m/card.json")
     assert (s.port, s.host, s.log_level, s.threads) == (9000, "127.0.0.1", "debug", 3)
     assert (s.max_batch_size, s.max_batch_wait_ms) == (8, 2.5)
     assert (s.max_upload_bytes, s.max_images_per_request) == (2048, 4)
-    assert s.api_token is not None and s.api_token.get_secret_value() == "t0k"
+    assert s.api_token is not None
+    assert s.api_token.get_secret_value() == "t0k"
     assert "t0k" not in repr(s)  # the secret never reaches a log line
 
 

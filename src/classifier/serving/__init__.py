@@ -1,3 +1,6 @@
-"""The inference service: FastAPI + LiteRT, no TensorFlow. Start with `python -m classifier.serving`."""
+"""The inference service: FastAPI + LiteRT, no TensorFlow.
+
+Start it with `python -m classifier.serving` (or `classifier-serve`); see docs/serving.md.
+"""
 
 __version__ = "1.0.0"

@@ -79,6 +79,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Thread pools are made per run of the lifespan, so the app can be started again.
+        service.decode_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
         service.predictor.start()
         loading = asyncio.create_task(_load_model(service), name="load-model")
         app.state.loading = loading

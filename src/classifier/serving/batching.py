@@ -60,13 +60,12 @@ class Predictor:
         with contextlib.suppress(asyncio.CancelledError):
             await self._worker
         self._worker = None
+        self._queue = None
 
     async def predict(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         if self._queue is None:
             return await self._call_model(rows)
-        future: asyncio.Future[npt.NDArray[np.float32]] = (
-            asyncio.get_running_loop().create_future()
-        )
+        future: asyncio.Future[npt.NDArray[np.float32]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(rows, future))
         return await future
 

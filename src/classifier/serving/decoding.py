@@ -44,8 +44,7 @@ def decode_image(
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError as exc:
         raise UnsupportedImage(
-            f"image {name!r} is not an image in a supported format "
-            f"({', '.join(ALLOWED_FORMATS)})",
+            f"image {name!r} is not an image in a supported format ({', '.join(ALLOWED_FORMATS)})",
             image=name,
         ) from exc
     except Image.DecompressionBombError as exc:
@@ -72,8 +71,7 @@ def decode_image(
             raise ImageTooLarge(f"image {name!r}: {exc}", image=name) from exc
         except Exception as exc:  # same reasoning as for open(): any failure is a bad file
             raise CorruptImage(
-                f"image {name!r} ({image.format}) could not be decoded, it may be truncated: "
-                f"{exc}",
+                f"image {name!r} ({image.format}) could not be decoded, it may be truncated: {exc}",
                 image=name,
             ) from exc
         try:

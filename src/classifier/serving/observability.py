@@ -21,8 +21,8 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     GCCollector,
+    Histogram,
     PlatformCollector,
     ProcessCollector,
 )
@@ -190,7 +190,7 @@ class ObservabilityMiddleware:
         *,
         metrics: Metrics,
         max_body_bytes: int,
-        too_large: Callable[[int, int | None], ASGIApp],
+        too_large: Callable[[int, int], ASGIApp],
     ) -> None:
         self.app = app
         self.metrics = metrics

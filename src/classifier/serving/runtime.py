@@ -46,8 +46,9 @@ class LiteRTModel:
         self._output_index = 0
         self._batch_in_place = 0
         self._lock = threading.Lock()  # belt and braces: the executor already serialises calls
-        # One thread owns the interpreter; calls are queued to it from the event loop.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litert")
+        # One thread owns the interpreter; calls are queued to it from the event loop. Made by
+        # load() and ended by close(), so the lifecycle can run again (tests restart lifespans).
+        self._executor: ThreadPoolExecutor | None = None
 
     @property
     def card(self) -> ModelCard:
@@ -62,6 +63,8 @@ class LiteRTModel:
 
     def load(self) -> None:
         """Read card + model, check shapes, warm up at batch 1 and max batch, then set ready."""
+        if self.ready:  # idempotent: a second load must not swap the interpreter under traffic
+            return
         started = time.perf_counter()
         try:
             card = ModelCard.load(self.card_path)
@@ -87,10 +90,13 @@ class LiteRTModel:
             )
         if inputs[0]["dtype"] != np.float32:
             raise ModelLoadError(f"model input dtype {inputs[0]['dtype']} is not float32")
-        self._interpreter = interpreter
-        self._input_index = int(inputs[0]["index"])
-        self._output_index = int(outputs[0]["index"])
-        self._card = card
+        with self._lock:
+            self._interpreter = interpreter
+            self._batch_in_place = 0  # a new interpreter has nothing allocated yet
+            self._input_index = int(inputs[0]["index"])
+            self._output_index = int(outputs[0]["index"])
+            self._card = card
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litert")
         # Warm-up: the first invoke pays for kernel preparation and memory planning. Do it for
         # both batch shapes used most, so no user request pays it.
         for batch in sorted({1, self.max_batch}):
@@ -108,11 +114,14 @@ class LiteRTModel:
         )
 
     def _invoke(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        n = batch.shape[0]
+        if n == 0:
+            return np.empty(0, dtype=np.float32)
         with self._lock:
-            n = batch.shape[0]
             if n != self._batch_in_place:
                 # Resizing + allocate_tensors costs ~0.1 ms; measured cheaper than keeping one
                 # interpreter per batch size (memory) or padding to a fixed batch (compute).
+                self._batch_in_place = 0  # if allocation fails, the next call must redo it
                 self._interpreter.resize_tensor_input(self._input_index, list(batch.shape))
                 self._interpreter.allocate_tensors()
                 self._batch_in_place = n
@@ -129,12 +138,18 @@ class LiteRTModel:
 
     async def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Run `batch` on the interpreter thread without blocking the event loop."""
-        if not self.ready:
+        executor = self._executor
+        if not self.ready or executor is None:
             raise ModelNotReady()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._invoke, batch)
+        return await loop.run_in_executor(executor, self._invoke, batch)
 
     def close(self) -> None:
+        """Back to the unloaded state; `load()` may be called again."""
         self.ready = False
-        self._executor.shutdown(wait=True)
-        self._interpreter = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        with self._lock:
+            self._interpreter = None
+            self._batch_in_place = 0

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     api_token: SecretStr | None = None
     # Seconds uvicorn waits for in-flight requests after SIGTERM (keep below the pod's
     # terminationGracePeriodSeconds minus the preStop sleep).
-    shutdown_timeout_s: Annotated[float, Field(gt=0)] = 20.0
+    shutdown_timeout_s: Annotated[int, Field(ge=1)] = 20
 
     @property
     def threads(self) -> int:

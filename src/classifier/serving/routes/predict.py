@@ -15,9 +15,9 @@ from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from starlette.exceptions import HTTPException
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from classifier.serving.decoding import ALLOWED_FORMATS, decode_image
 from classifier.serving.errors import (
@@ -27,7 +27,12 @@ from classifier.serving.errors import (
     Unauthorized,
     UnsupportedMediaType,
 )
-from classifier.serving.schemas import ErrorResponse, PredictJSONRequest, PredictResponse, Prediction
+from classifier.serving.schemas import (
+    ErrorResponse,
+    Prediction,
+    PredictJSONRequest,
+    PredictResponse,
+)
 from classifier.serving.state import Service, ServiceState
 
 router = APIRouter(prefix="/v1", tags=["predict"])
@@ -83,9 +88,7 @@ async def _multipart_images(request: Request, limit: int) -> list[tuple[str, byt
         form = await request.form(max_files=_PARSER_MAX_PARTS, max_fields=_PARSER_MAX_PARTS)
     except HTTPException as exc:  # Starlette's parser reports malformed bodies this way
         if "Too many files" in str(exc.detail):
-            raise TooManyImages(
-                f"too many parts in one request (limit {limit} images)"
-            ) from exc
+            raise TooManyImages(f"too many parts in one request (limit {limit} images)") from exc
         raise InvalidInput(f"malformed multipart body: {exc.detail}") from exc
     try:
         uploads = [
@@ -200,8 +203,6 @@ async def predict(request: Request, service: Service, _auth: Authorized) -> Pred
         label = positive if probability > card.threshold else negative
         metrics.predictions.labels(label).inc()
         predictions.append(
-            Prediction(
-                image=name, probability=probability, label=label, model_version=card.version
-            )
+            Prediction(image=name, probability=probability, label=label, model_version=card.version)
         )
     return PredictResponse(predictions=predictions, model_version=card.version)
