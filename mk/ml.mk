@@ -27,12 +27,8 @@ pipeline: data ## main job: get the data, `dvc repro` (pull cached results first
 	  echo ">> dvc repro took $$(( $$(date +%s) - start ))s"
 	@$(MAKE) pipeline-summary
 
-pipeline-summary: ## print the pipeline's metrics and where its artefacts are
-	@$(DVC) metrics show --precision 4
-	@$(BIN)/python -c 'import json; m = json.load(open("metrics/metrics.json")); \
-	  print(">> test split: accuracy {accuracy}, balanced accuracy {balanced_accuracy}, ROC AUC {roc_auc}, F1 {f1}".format(**m)); \
-	  print(">> per cell type: " + ", ".join(f"{t} {v[\"accuracy\"]}" for t, v in m["per_cell_type"].items()))'
-	@echo ">> artefacts: models/model.tflite, models/model_card.json, plots/confusion_matrix.png, plots/roc.png, plots/training_history.png"
+pipeline-summary: ## print the pipeline's test metrics and where its artefacts are
+	@$(BIN)/python -m classifier.pipeline.summary
 
 gate: setup ## metric gate: the model card vs the floor in params.yaml and overlays/prod/model-card.json
 	$(BIN)/python -m classifier.pipeline.gate

@@ -1,0 +1,67 @@
+"""Print what the pipeline produced: headline test metrics, per cell type, training time,
+export parity and where the artefacts are. `python -m classifier.pipeline.summary`"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from classifier.pipeline.common import PipelineError, read_json
+
+ARTEFACTS = (
+    "models/model.tflite",
+    "models/model_card.json",
+    "metrics/metrics.json",
+    "plots/confusion_matrix.png",
+    "plots/roc.png",
+    "plots/training_history.png",
+)
+
+
+def summary_lines(
+    metrics: dict[str, Any], train: dict[str, Any], export: dict[str, Any]
+) -> list[str]:
+    headline = ", ".join(
+        f"{name} {metrics[key]:.4f}"
+        for name, key in (
+            ("accuracy", "accuracy"),
+            ("balanced accuracy", "balanced_accuracy"),
+            ("ROC AUC", "roc_auc"),
+            ("F1", "f1"),
+        )
+        if metrics.get(key) is not None
+    )
+    per_type = ", ".join(
+        f"{t} {m['accuracy']:.4f} ({m['images']} images)"
+        for t, m in metrics.get("per_cell_type", {}).items()
+    )
+    cm = metrics["confusion_matrix"]
+    return [
+        f"test split ({metrics['images']} images): {headline}",
+        f"accuracy per cell type: {per_type}",
+        f"confusion matrix: tn {cm['tn']}  fp {cm['fp']}  fn {cm['fn']}  tp {cm['tp']}",
+        f"training: {train['epochs_run']} epochs (best {train['best_epoch']}), "
+        f"{train['train_seconds'] / 60:.1f} min, {train['parameters']:,} parameters",
+        f"export: {export['tflite_bytes'] / 1024:.0f} KiB .tflite, LiteRT vs Keras max |diff| "
+        f"{export['parity_max_abs_diff']:.2e} (tolerance {export['parity_tolerance']:g})",
+        "artefacts: " + ", ".join(ARTEFACTS),
+    ]
+
+
+def main() -> None:
+    try:
+        lines = summary_lines(
+            read_json(Path("metrics/metrics.json")),
+            read_json(Path("metrics/train.json")),
+            read_json(Path("metrics/export.json")),
+        )
+    except PipelineError as exc:
+        print(f"summary: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
+    for line in lines:
+        print(f">> {line}")
+
+
+if __name__ == "__main__":
+    main()
