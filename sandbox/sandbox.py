@@ -394,6 +394,23 @@ hs.message = "sandbox: no ingress controller, load balancer status not expected"
 return hs
 """
 
+# Likewise there is no metrics-server, so an HPA always reports ScalingActive=False with
+# FailedGetResourceMetric, which Argo CD's built-in HPA check calls Degraded, failing every sync
+# (and skipping PruneLast). The sandbox check still reports real scaling failures as Degraded.
+HPA_HEALTH_LUA = """\
+hs = { status = "Healthy", message = "sandbox: no metrics-server, CPU metrics not expected" }
+if obj.status ~= nil and obj.status.conditions ~= nil then
+  for _, c in ipairs(obj.status.conditions) do
+    if c.status == "False" and (c.reason == "FailedGetScale" or c.reason == "FailedUpdateScale"
+        or c.reason == "InvalidSelector") then
+      hs.status = "Degraded"
+      hs.message = c.message
+    end
+  end
+end
+return hs
+"""
+
 
 def argocd_env(kubeconfig: Path, binary_name: str) -> dict[str, str]:
     env = dict(os.environ)
@@ -406,13 +423,30 @@ def argocd_env(kubeconfig: Path, binary_name: str) -> dict[str, str]:
         ARGOCD_SSH_DATA_PATH=str(STATE / "argocd" / "ssh"),
         ARGOCD_GNUPGHOME=str(STATE / "argocd" / "gpg"),
         ARGOCD_EXEC_TIMEOUT="60s",
-        # repo-server runs `kustomize` and `git` from PATH: the project's pinned kustomize first.
-        PATH=f"{TOOLS / 'bin'}:{env.get('PATH', '/usr/bin:/bin')}",
+        # repo-server runs `kustomize`, `git` and Argo CD's git helper scripts from PATH: the
+        # project's pinned kustomize first, then the helpers (what Argo CD's image installs).
+        PATH=f"{TOOLS / 'bin'}:{argocd_helpers()}:{env.get('PATH', '/usr/bin:/bin')}",
         HOME=str(STATE / "argocd" / "home"),
     )
     for sub in ("tls", "ssh", "gpg", "home"):
         (STATE / "argocd" / sub).mkdir(parents=True, exist_ok=True)
     return env
+
+
+def argocd_helpers() -> Path:
+    """Argo CD's helper scripts from its module download, made executable.
+
+    The repo-server execs `git-verify-wrapper.sh` for every revision it renders (and fails the
+    render with "permission denied" when it is missing); Argo CD's image puts these on PATH.
+    """
+    helpers = STATE / "argocd" / "bin"
+    helpers.mkdir(parents=True, exist_ok=True)
+    for script in ("git-verify-wrapper.sh", "gpg-wrapper.sh", "git-ask-pass.sh"):
+        target = helpers / script
+        if not target.exists():
+            shutil.copyfile(argocd_module_dir() / "hack" / script, target)
+            target.chmod(0o755)
+    return helpers
 
 
 def kubectl(kubeconfig: Path, *args: str, input_text: str | None = None) -> str:
@@ -424,13 +458,27 @@ def install_argocd(kubeconfig: Path, password: str) -> None:
     crds = argocd_module_dir() / "manifests" / "crds"
     log(f"installing Argo CD CRDs from {crds}")
     kubectl(kubeconfig, "apply", "--server-side", "-k", str(crds))
-    kubectl(
-        kubeconfig,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/applications.argoproj.io",
-        "crd/appprojects.argoproj.io",
+    # `kubectl wait` errors (instead of waiting) while a new CRD has no conditions yet.
+    wait_for(
+        "Argo CD CRDs",
+        lambda: (
+            run(
+                [
+                    binary("kubectl"),
+                    "--kubeconfig",
+                    kubeconfig,
+                    "wait",
+                    "--for=condition=Established",
+                    "--timeout=5s",
+                    "crd/applications.argoproj.io",
+                    "crd/appprojects.argoproj.io",
+                ],
+                check=False,
+            ).returncode
+            == 0
+        ),
+        60,
+        "kube-apiserver",
     )
     labels = {"app.kubernetes.io/part-of": "argocd"}
     bcrypt_hash = run(
@@ -448,6 +496,9 @@ def install_argocd(kubeconfig: Path, password: str) -> None:
                 # webhook would, so a fast sync never comes from the poll.
                 "timeout.reconciliation": "180s",
                 "resource.customizations.health.networking.k8s.io_Ingress": INGRESS_HEALTH_LUA,
+                "resource.customizations.health.autoscaling_HorizontalPodAutoscaler": (
+                    HPA_HEALTH_LUA
+                ),
                 "admin.enabled": "true",
                 "users.anonymous.enabled": "false",
             },
