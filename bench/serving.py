@@ -1,0 +1,601 @@
+"""Serving benchmark: the exported model in-process vs the service over HTTP vs two baselines,
+all in one run, on one machine. Rewrites the `serving` section of docs/benchmarks.md and writes
+docs/img/serving-latency.png.
+
+    make bench-serving            (~6 min on 2 cores; `make soak` runs only the 60 s soak)
+
+What it measures (see /work/shared/design/BENCHMARKS.md):
+- raw: LiteRT interpreter throughput in this process at batch 1 and the best batch size;
+- served: requests/s and p50/p95/p99 latency at concurrency 1, 4, 16 (closed loop: vegeta with
+  `-rate=0 -max-workers=C`, keep-alive, one real 300x300 ELPV PNG per request), for the service
+  with micro-batching on, off, and on with a 2 ms wait: the micro-batching decision's numbers;
+- served fraction = served img/s at saturation / raw img/s at the best batch;
+- p99 vs p50 at half of peak load (open loop: vegeta at a fixed rate);
+- start-to-ready (process spawn -> first 200 from /readyz) and resident memory (VmRSS, VmHWM);
+- a soak at ~80 % of peak throughput: errors and RSS over time;
+- baselines: Keras `predict()` per request (naive) and a TensorFlow `tf.function` service.
+
+The load generator shares the 2 cores with the server (as does any other work on the machine):
+numbers are for "server + client on one box"; the load average at each step is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.report import machine_line, write_section
+
+ROOT = Path(__file__).resolve().parent.parent
+PNG = ROOT / "docs" / "img" / "serving-latency.png"
+VEGETA = os.environ.get("VEGETA", str(ROOT / ".tools" / "bin" / "vegeta"))
+CONCURRENCY = (1, 4, 16)
+
+
+def log(message: str) -> None:
+    print(f">> {message}", flush=True)
+
+
+def load_average() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+# --------------------------------------------------------------------------------------------
+# The model under test
+
+
+def prepare_model(out: Path) -> tuple[Path, str]:
+    """The pipeline's model in models/ if present, else one of the same architecture exported by
+    the pipeline code (trained briefly: speed depends on the architecture, not the weights)."""
+    real = ROOT / "models"
+    if all((real / f).is_file() for f in ("model.tflite", "model_card.json", "model.keras")):
+        return real, "the pipeline's model in models/ (dvc repro output)"
+    if not (out / "model.keras").is_file():
+        log(f"no models/ output: exporting a model of the pipeline's architecture into {out}")
+        build_pipeline_architecture(out)
+    return out, (
+        "models/ absent: a model of the pipeline's architecture (params.yaml image_size and "
+        "filters), trained 1 epoch on 32 images and exported by the pipeline's export code"
+    )
+
+
+def build_pipeline_architecture(out: Path) -> None:
+    import yaml
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from classifier.pipeline.export import export_bundle
+    from classifier.pipeline.train import TrainConfig, build_model, make_deterministic, train_model
+    from conftest import tiny_training_images  # the shared fixture's image sampler
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    size = int(params["base"]["image_size"])
+    filters = tuple(int(f) for f in params["train"]["filters"])
+    config = TrainConfig(epochs=1, batch_size=8, filters=filters, dropout=0.3, patience=1, seed=0)
+    make_deterministic(0)
+    x, y, _types = tiny_training_images(size)
+    model = build_model((size, size), filters, 0.3)
+    train_model(model, (x, y), (x, y), config, verbose=0)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "model.keras")
+    metrics = {"accuracy": 0.0, "balanced_accuracy": 0.0, "roc_auc": 0.0, "f1": 0.0}
+    export_bundle(
+        model,
+        out,
+        name="elpv-defect-cnn-bench",
+        metrics=metrics,
+        params={"bench": {"image_size": size, "filters": list(filters)}},
+        data_hash="bench",
+        threshold=0.5,
+        parity_images=x,
+        parity_tolerance=1e-4,
+        extra={"purpose": "benchmark: pipeline architecture, not a trained model"},
+    )
+
+
+def sample_png() -> bytes:
+    """One real ELPV cell (300x300 8-bit PNG) from the installed dataset package."""
+    from classifier.pipeline.ingest import package_data_dir
+
+    source = package_data_dir()
+    first = (source / "labels.csv").read_text().splitlines()[0].split()[0]
+    return (source / first).read_bytes()
+
+
+# --------------------------------------------------------------------------------------------
+# Raw in-process throughput
+
+
+def raw_throughput(model_dir: Path, threads: int, seconds: float = 2.0) -> dict[int, float]:
+    from ai_edge_litert.interpreter import Interpreter
+
+    from classifier.model_card import ModelCard
+
+    card = ModelCard.load(model_dir / "model_card.json")
+    shape = (card.input.height, card.input.width, 1)
+    it = Interpreter(model_path=str(model_dir / "model.tflite"), num_threads=threads)
+    index = it.get_input_details()[0]["index"]
+    out_index = it.get_output_details()[0]["index"]
+    rng = np.random.default_rng(0)
+    results = {}
+    for batch in (1, 2, 4, 8, 16, 32):
+        it.resize_tensor_input(index, [batch, *shape])
+        it.allocate_tensors()
+        x = rng.random((batch, *shape), dtype=np.float32)
+        for _ in range(3):
+            it.set_tensor(index, x)
+            it.invoke()
+        done, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds:
+            it.set_tensor(index, x)
+            it.invoke()
+            it.get_tensor(out_index)
+            done += batch
+        results[batch] = done / (time.perf_counter() - started)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# Servers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def proc_status(pid: int, key: str) -> float:
+    """VmRSS / VmHWM of a process in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Server:
+    name: str
+    process: subprocess.Popen[bytes]
+    url: str
+    ready_s: float
+    rss_ready_mib: float
+    log_path: Path
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+
+def start(name: str, argv: list[str], env: dict[str, str], port: int, workdir: Path) -> Server:
+    log_path = workdir / f"{name}.log"
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    with log_path.open("wb") as out:
+        process = subprocess.Popen(
+            argv, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"{name} exited {process.returncode}: {log_path.read_text()[-2000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:  # noqa: S310
+                if response.status == 200:
+                    break
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.perf_counter() - started > 120:
+            process.kill()
+            raise RuntimeError(f"{name} not ready in 120 s")
+        time.sleep(0.01)
+    ready = time.perf_counter() - started
+    return Server(name, process, url, ready, proc_status(process.pid, "VmRSS"), log_path)
+
+
+def start_service(model_dir: Path, workdir: Path, name: str, **settings: str) -> Server:
+    port = free_port()
+    env = {
+        "CLASSIFIER_MODEL_PATH": str(model_dir / "model.tflite"),
+        "CLASSIFIER_MODEL_CARD_PATH": str(model_dir / "model_card.json"),
+        "CLASSIFIER_HOST": "127.0.0.1",
+        "CLASSIFIER_PORT": str(port),
+        "CLASSIFIER_LOG_LEVEL": "warning",
+        **{f"CLASSIFIER_{k.upper()}": v for k, v in settings.items()},
+    }
+    return start(name, [sys.executable, "-m", "classifier.serving"], env, port, workdir)
+
+
+def start_baseline(module: str, model_dir: Path, workdir: Path, name: str) -> Server:
+    port = free_port()
+    env = {"BASELINE_MODEL_DIR": str(model_dir), "BASELINE_PORT": str(port)}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return start(name, [sys.executable, "-m", module], env, port, workdir)
+
+
+# --------------------------------------------------------------------------------------------
+# Load (vegeta)
+
+
+@dataclass
+class Load:
+    requests: int
+    rps: float
+    success: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    status_codes: dict[str, int]
+    load_avg: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Body:
+    """A multipart body file with one image, as vegeta sends it."""
+
+    def __init__(self, png: bytes, workdir: Path) -> None:
+        boundary = "benchboundary7MA4YWxkTrZu0gW"
+        self.path = workdir / "body.bin"
+        self.path.write_bytes(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; '
+            f'filename="cell.png"\r\nContent-Type: image/png\r\n\r\n'.encode()
+            + png
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        self.content_type = f"multipart/form-data; boundary={boundary}"
+
+
+def attack(
+    url: str,
+    body: Body,
+    seconds: float,
+    *,
+    concurrency: int | None = None,
+    rate: float | None = None,
+) -> Load:
+    """Closed loop (`concurrency`: that many requests always in flight) or open loop (`rate`)."""
+    argv = [
+        VEGETA,
+        "attack",
+        f"-duration={seconds}s",
+        "-timeout=30s",
+        f"-body={body.path}",
+        f"-header=Content-Type: {body.content_type}",
+    ]
+    if concurrency is not None:
+        argv += ["-rate=0", f"-workers={concurrency}", f"-max-workers={concurrency}"]
+    else:
+        argv += [f"-rate={round(rate or 1)}/1s", "-workers=8", "-max-workers=256"]
+    load_avg = load_average()
+    attack_proc = subprocess.run(
+        argv, input=f"POST {url}/v1/predict\n".encode(), capture_output=True, check=True
+    )
+    report = subprocess.run(
+        [VEGETA, "report", "-type=json"], input=attack_proc.stdout, capture_output=True, check=True
+    )
+    data = json.loads(report.stdout)
+    lat = data["latencies"]
+    return Load(
+        requests=int(data["requests"]),
+        rps=float(data["throughput"]),  # successful requests per second
+        success=float(data["success"]),
+        p50_ms=lat["50th"] / 1e6,
+        p95_ms=lat["95th"] / 1e6,
+        p99_ms=lat["99th"] / 1e6,
+        max_ms=lat["max"] / 1e6,
+        status_codes={str(k): int(v) for k, v in (data.get("status_codes") or {}).items()},
+        load_avg=load_avg,
+    )
+
+
+def sweep(server: Server, body: Body, seconds: float) -> dict[int, Load]:
+    attack(server.url, body, 2, concurrency=4)  # warm-up, not recorded
+    results = {}
+    for c in CONCURRENCY:
+        results[c] = attack(server.url, body, seconds, concurrency=c)
+        r = results[c]
+        log(
+            f"  {server.name} c={c}: {r.rps:.0f} req/s  "
+            f"p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms"
+        )
+    return results
+
+
+def soak(server: Server, body: Body, rate: float, seconds: float) -> tuple[Load, list[float]]:
+    """`seconds` at a fixed rate while sampling the server's RSS every second."""
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(1.0):
+            samples.append(proc_status(server.process.pid, "VmRSS"))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        result = attack(server.url, body, seconds, rate=rate)
+    finally:
+        stop.set()
+        sampler.join()
+    return result, samples
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt_row(name: str, loads: dict[int, Load]) -> str:
+    cells = [
+        f"{loads[c].rps:.0f} / {loads[c].p50_ms:.1f} / "
+        f"{loads[c].p95_ms:.1f} / {loads[c].p99_ms:.1f}"
+        for c in CONCURRENCY
+    ]
+    return f"| {name} | " + " | ".join(cells) + " |"
+
+
+def plot(variants: dict[str, dict[int, Load]], soak_rss: list[float], soak_rate: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.5))
+    for name, loads in variants.items():
+        xs = [loads[c].rps for c in CONCURRENCY]
+        ax1.plot(xs, [loads[c].p50_ms for c in CONCURRENCY], "o-", label=f"{name} p50")
+        ax1.plot(xs, [loads[c].p99_ms for c in CONCURRENCY], "x--", label=f"{name} p99")
+    ax1.set_xlabel("throughput (req/s; points = concurrency 1, 4, 16)")
+    ax1.set_ylabel("latency (ms)")
+    ax1.set_yscale("log")
+    ax1.set_title("latency under load")
+    ax1.legend(fontsize=6)
+    names = list(variants)
+    ax2.bar(names, [max(v[c].rps for c in CONCURRENCY) for v in variants.values()])
+    ax2.set_ylabel("peak req/s (1 image each)")
+    ax2.set_title("peak throughput")
+    ax2.tick_params(axis="x", labelrotation=20, labelsize=7)
+    ax3.plot(range(1, len(soak_rss) + 1), soak_rss)
+    ax3.set_ylim(0, max([*soak_rss, 1]) * 1.3)
+    ax3.set_xlabel("seconds")
+    ax3.set_ylabel("RSS (MiB)")
+    ax3.set_title(f"soak at {soak_rate:.0f} req/s: resident memory")
+    fig.tight_layout()
+    PNG.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(PNG, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10, help="per load step")
+    parser.add_argument("--soak-seconds", type=float, default=60)
+    parser.add_argument("--soak-only", action="store_true", help="only the soak (make soak)")
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "build" / "bench-serving-model")
+    args = parser.parse_args(argv)
+    if not Path(VEGETA).is_file():
+        sys.exit(f"vegeta not found at {VEGETA}: run `make vegeta` (or set VEGETA=)")
+
+    from classifier.serving.cpu import available_cpus
+
+    threads = available_cpus()
+    model_dir, model_source = prepare_model(args.model_dir)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    body = Body(sample_png(), workdir)
+    servers: list[Server] = []
+    try:
+        if args.soak_only:
+            server = start_service(model_dir, workdir, "service")
+            servers.append(server)
+            peak = attack(server.url, body, args.seconds, concurrency=16).rps
+            rate = 0.8 * peak
+            log(f"soak: {args.soak_seconds:.0f} s at {rate:.0f} req/s (80 % of {peak:.0f})")
+            result, rss = soak(server, body, rate, args.soak_seconds)
+            ok = result.success == 1.0 and max(rss) - min(rss) < 10
+            log(
+                f"soak: {result.requests} requests, success {result.success:.4f}, "
+                f"RSS {min(rss):.1f}..{max(rss):.1f} MiB: {'PASS' if ok else 'FAIL'}"
+            )
+            sys.exit(0 if ok else 1)
+
+        log(f"model: {model_source}; threads {threads}")
+        raw = raw_throughput(model_dir, threads)
+        best_batch = max(raw, key=lambda b: raw[b])
+        log(
+            f"raw: batch 1 {raw[1]:.0f} img/s, best batch {best_batch}: {raw[best_batch]:.0f} img/s"
+        )
+
+        variants: dict[str, dict[int, Load]] = {}
+        starts: dict[str, tuple[float, float, float]] = {}
+        from classifier.serving.settings import Settings
+
+        defaults = Settings()
+        product = (
+            f"service (defaults: max batch {defaults.max_batch_size}, "
+            f"wait {defaults.max_batch_wait_ms:g} ms)"
+        )
+        # The micro-batching decision: the defaults next to batching off and other settings.
+        configs: dict[str, dict[str, str]] = {product: {}}
+        for size, wait in ((1, 0), (8, 0), (16, 0), (16, 2)):
+            if (size, wait) == (defaults.max_batch_size, defaults.max_batch_wait_ms):
+                continue
+            label = "no batching" if size == 1 else f"max batch {size}, wait {wait} ms"
+            configs[f"service, {label}"] = {
+                "max_batch_size": str(size),
+                "max_batch_wait_ms": str(wait),
+            }
+        for name, settings in configs.items():
+            log(f"served: {name}")
+            server = start_service(model_dir, workdir, "service", **settings)
+            servers.append(server)
+            variants[name] = sweep(server, body, args.seconds)
+            starts[name] = (
+                server.ready_s,
+                server.rss_ready_mib,
+                proc_status(server.process.pid, "VmHWM"),
+            )
+            server.stop()
+        for name, module in {
+            "baseline: Keras predict() per request": "bench.baselines.keras_predict_server",
+            "baseline: TensorFlow tf.function": "bench.baselines.tf_runtime_server",
+        }.items():
+            log(f"served: {name}")
+            server = start_baseline(module, model_dir, workdir, name.split(":")[1].strip())
+            servers.append(server)
+            variants[name] = sweep(server, body, args.seconds)
+            starts[name] = (
+                server.ready_s,
+                server.rss_ready_mib,
+                proc_status(server.process.pid, "VmHWM"),
+            )
+            server.stop()
+
+        log(f"half load, then soak, on: {product}")
+        server = start_service(model_dir, workdir, "service")
+        servers.append(server)
+        ready_s = server.ready_s
+        peak = max(variants[product][c].rps for c in CONCURRENCY)
+        attack(server.url, body, 2, concurrency=4)  # warm-up, not recorded
+        half = attack(server.url, body, max(args.seconds, 15), rate=peak / 2)
+        log(f"  half load {peak / 2:.0f} req/s: p50 {half.p50_ms:.1f} ms p99 {half.p99_ms:.1f} ms")
+        soak_rate = 0.8 * peak
+        soak_result, soak_rss = soak(server, body, soak_rate, args.soak_seconds)
+        log(
+            f"  soak {soak_rate:.0f} req/s: {soak_result.requests} requests, success "
+            f"{soak_result.success:.4f}, RSS {min(soak_rss):.1f}..{max(soak_rss):.1f} MiB"
+        )
+        exit_code = server.stop()
+
+        plot(variants, soak_rss, soak_rate)
+        write_report(
+            model_source=model_source,
+            threads=threads,
+            raw=raw,
+            best_batch=best_batch,
+            variants=variants,
+            starts=starts,
+            product=product,
+            ready_s=ready_s,
+            half=half,
+            peak=peak,
+            soak_result=soak_result,
+            soak_rss=soak_rss,
+            soak_rate=soak_rate,
+            soak_seconds=args.soak_seconds,
+            seconds=args.seconds,
+            exit_code=exit_code,
+        )
+        log(f"wrote docs/benchmarks.md section 'serving' and {PNG.relative_to(ROOT)}")
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def write_report(**r: Any) -> None:
+    raw, best = r["raw"], r["best_batch"]
+    variants: dict[str, dict[int, Load]] = r["variants"]
+    product = r["product"]
+    keras_name = "baseline: Keras predict() per request"
+    tf_name = "baseline: TensorFlow tf.function"
+    sat = max(variants[product][c].rps for c in CONCURRENCY)
+    frac4 = variants[product][4].rps / raw[best]
+    frac_sat = sat / raw[best]
+    half: Load = r["half"]
+    soak_result: Load = r["soak_result"]
+    rss: list[float] = r["soak_rss"]
+    ready_s, rss_ready, hwm = r["starts"][product]
+    lines = [
+        "## Serving",
+        "",
+        f"Command: `make bench-serving` (bench/serving.py). Machine: {machine_line()}. "
+        f"Model: {r['model_source']}. Inference threads: {r['threads']} (the CPU quota). "
+        f"Load: vegeta on the same machine (client and server share the cores), one 300x300 "
+        f"ELPV PNG per request, keep-alive, {r['seconds']:.0f} s per step after a warm-up. "
+        "Other work on the machine at the time shows in the load-average column.",
+        "",
+        "### Raw model throughput (LiteRT, in-process, no HTTP, no decoding)",
+        "",
+        "| batch | " + " | ".join(str(b) for b in raw) + " |",
+        "|---|" + "---|" * len(raw),
+        "| img/s | " + " | ".join(f"{v:.0f}" for v in raw.values()) + " |",
+        "",
+        f"Best batch: {best} ({raw[best]:.0f} img/s); batch 1: {raw[1]:.0f} img/s.",
+        "",
+        "### Served (HTTP): req/s / p50 / p95 / p99 ms, by concurrency",
+        "",
+        "| server | c=1 | c=4 | c=16 | start-to-ready | RSS ready / peak (MiB) | load avg |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, loads in variants.items():
+        ready, rss_r, peak_rss = r["starts"][name]
+        load_avg = max(loads[c].load_avg for c in CONCURRENCY)
+        lines.append(
+            fmt_row(name, loads)[:-1]
+            + f" {ready:.2f} s | {rss_r:.0f} / {peak_rss:.0f} | {load_avg:.1f} |"
+        )
+    ratio = {
+        name: sat / max(variants[name][c].rps for c in CONCURRENCY)
+        for name in (keras_name, tf_name)
+    }
+    p99_ratio = half.p99_ms / half.p50_ms
+    soak_ok = soak_result.success == 1.0
+    rss_growth = rss[-1] - rss[0] if rss else float("nan")
+    lines += [
+        "",
+        f"### Against the targets (product configuration: {product})",
+        "",
+        "| measure | value | target |",
+        "|---|---|---|",
+        f"| served fraction at c=4 (img/s / raw best-batch img/s) | {frac4:.2f} "
+        "| >= 0.7 (aim 0.85) |",
+        f"| served fraction at saturation | {frac_sat:.2f} | |",
+        f"| p99 / p50 at half of peak ({r['peak'] / 2:.0f} req/s, open loop; load avg "
+        f"{half.load_avg:.1f}) | {half.p99_ms:.1f} / {half.p50_ms:.1f} ms = {p99_ratio:.2f} "
+        "| <= 3 |",
+        f"| start-to-ready (spawn -> /readyz 200) | {ready_s:.2f} s | <= 2 s |",
+        f"| resident memory ready / peak under load | {rss_ready:.0f} / {hwm:.0f} MiB "
+        "| <= 150 MB |",
+        f"| soak {r['soak_seconds']:.0f} s at {r['soak_rate']:.0f} req/s (80 % of peak; load "
+        f"avg {soak_result.load_avg:.1f}) | "
+        f"{soak_result.requests} requests, {100 * (1 - soak_result.success):.2f} % errors, "
+        f"RSS {rss[0]:.1f} -> {rss[-1]:.1f} MiB ({rss_growth:+.1f}), "
+        f"p99 {soak_result.p99_ms:.1f} ms "
+        f"| 0 errors, flat memory: {'yes' if soak_ok and abs(rss_growth) < 10 else 'NO'} |",
+        f"| exit status after SIGTERM | {r['exit_code']} | 0 |",
+        "",
+        "### Gains (peak req/s, side by side in this run)",
+        "",
+        f"- vs the naive Keras `predict()` service: **{ratio[keras_name]:.1f}x**",
+        f"- vs the TensorFlow `tf.function` service: **{ratio[tf_name]:.1f}x**",
+        f"- start-to-ready: {ready_s:.2f} s vs {r['starts'][keras_name][0]:.2f} s (Keras) and "
+        f"{r['starts'][tf_name][0]:.2f} s (TF); RSS {rss_ready:.0f} MiB vs "
+        f"{r['starts'][keras_name][1]:.0f} and {r['starts'][tf_name][1]:.0f} MiB",
+        "",
+        "![latency under load](img/serving-latency.png)",
+    ]
+    write_section("serving", "\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
