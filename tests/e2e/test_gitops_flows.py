@@ -143,6 +143,14 @@ def test_push_to_deploy_moves_staging_to_new_digest_only(
     sandbox: Sandbox, fresh_checkout: Checkout, pushed_build: dict[str, str]
 ) -> None:
     prod_before = sandbox.live_image(PROD)
+    # The push that starts the flow: the source commit the image was built from lands on
+    # origin/main (in CI it is already there, in a working copy it may be newer than the seed).
+    fresh_checkout.git("fetch", "--quiet", str(ROOT), "HEAD")
+    assert fresh_checkout.git("rev-parse", "FETCH_HEAD") == pushed_build["tag"], (
+        "the working copy's HEAD moved after the image was built: rerun"
+    )
+    fresh_checkout.git("merge", "--quiet", "--no-edit", "FETCH_HEAD")
+    fresh_checkout.push()
     sh(
         [
             *GITOPS,
