@@ -444,7 +444,7 @@ def argocd_helpers() -> Path:
     for script in ("git-verify-wrapper.sh", "gpg-wrapper.sh", "git-ask-pass.sh"):
         target = helpers / script
         if not target.exists():
-            shutil.copyfile(argocd_module_dir() / "hack" / script, target)
+            shutil.copyfile(argocd_files() / "hack" / script, target)
             target.chmod(0o755)
     return helpers
 
@@ -455,7 +455,7 @@ def kubectl(kubeconfig: Path, *args: str, input_text: str | None = None) -> str:
 
 def install_argocd(kubeconfig: Path, password: str) -> None:
     """CRDs and the settings ConfigMaps/Secret that Argo CD reads from its namespace."""
-    crds = argocd_module_dir() / "manifests" / "crds"
+    crds = argocd_files() / "crds"
     log(f"installing Argo CD CRDs from {crds}")
     kubectl(kubeconfig, "apply", "--server-side", "-k", str(crds))
     # `kubectl wait` errors (instead of waiting) while a new CRD has no conditions yet.
@@ -544,13 +544,12 @@ def install_argocd(kubeconfig: Path, password: str) -> None:
     )
 
 
-def argocd_module_dir() -> Path:
-    """The Argo CD module download (its CRDs are the ones the built binary expects)."""
+def argocd_files() -> Path:
+    """Argo CD's CRDs and helper scripts, copied beside the binary by sandbox/tools/build.sh."""
     version = read_versions()["ARGOCD_VERSION"]
-    modcache = Path(os.environ.get("GOMODCACHE", TOOLS / "go" / "pkg" / "mod"))
-    path = modcache / "github.com" / "argoproj" / "argo-cd" / f"v3@{version}"
-    if not path.exists():
-        raise SandboxError(f"{path} is missing: run `make sandbox-tools` (it downloads Argo CD)")
+    path = SANDBOX_BIN.parent / f"argocd-{version}-files"
+    if not (path / "crds").is_dir():
+        raise SandboxError(f"{path} is missing: run `make sandbox-tools`")
     return path
 
 

@@ -81,3 +81,18 @@ else
 	echo ">> built $out in $(($(date +%s) - start)) s (max RSS $(awk -F': ' '/Maximum resident/ {printf "%d MiB", $2/1024}' "$logs/$bin.time"))"
 fi
 ln -sf "$(basename "$out")" "$SANDBOX_BIN/$bin"
+
+# Argo CD's CRDs and the git helper scripts its repo-server execs are files of the module, not
+# of the binary: keep a copy beside the binary so a cache shared between clones is complete.
+if [[ $bin == argocd ]]; then
+	files="$SANDBOX_BIN/../argocd-$version-files"
+	if [[ ! -d "$files/crds" ]]; then
+		dir="$(cd "$here/argocd" && go list -m -f '{{.Dir}}' github.com/argoproj/argo-cd/v3)"
+		[[ -n "$dir" && -d "$dir" ]] || dir="$(cd "$here/argocd" && go mod download -json github.com/argoproj/argo-cd/v3 | sed -n 's/.*"Dir": "\(.*\)",/\1/p')"
+		mkdir -p "$files/hack"
+		cp -r "$dir/manifests/crds" "$files/crds"
+		cp "$dir"/hack/{git-verify-wrapper.sh,gpg-wrapper.sh,git-ask-pass.sh} "$files/hack/"
+		chmod -R u+w,a+r "$files" && chmod a+x "$files"/hack/*.sh
+		echo ">> Argo CD CRDs and helper scripts copied to $files"
+	fi
+fi
