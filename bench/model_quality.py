@@ -14,17 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from report import machine_line, write_section
-
+from bench.report import machine_line, write_section
 from classifier.pipeline.common import load_params, section
 
 # Deitsch et al., "Automatic classification of defective photovoltaic module cells in
@@ -53,7 +50,13 @@ def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]
     from classifier.pipeline.evaluate import evaluate_predictions
     from classifier.pipeline.export import export_tflite
     from classifier.pipeline.prepare import load_split, prepare
-    from classifier.pipeline.train import TrainConfig, build_model, make_deterministic, train_model
+    from classifier.pipeline.train import (
+        TrainConfig,
+        build_model,
+        make_deterministic,
+        train_model,
+        training_targets,
+    )
 
     base, prep = section(params, "base"), section(params, "prepare")
     size = int(base["image_size"])
@@ -70,9 +73,12 @@ def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]
     config = TrainConfig.from_params(section(params, "train"), seed=seed)
     make_deterministic(seed)
     train, val, test = (load_split(out, name) for name in ("train", "val", "test"))
-    model = build_model((size, size), config.filters, config.dropout, config.convs_per_block)
+    model = build_model(
+        (size, size), config.filters, config.dropout, config.convs_per_block, config.bn_momentum
+    )
+    targets = training_targets(train, config.soft_targets)
     started = time.monotonic()
-    history = train_model(model, (train["x"], train["y"]), (val["x"], val["y"]), config)
+    history = train_model(model, (train["x"], targets), (val["x"], val["y"]), config)
     seconds = time.monotonic() - started
     p = model.predict(test["x"], batch_size=64, verbose=0).ravel()
     metrics = evaluate_predictions(test["y"], p, test["type"], float(base["threshold"]))
@@ -102,7 +108,11 @@ def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) 
         "upper bounds).",
         f"Recipe: params.yaml — {base['image_size']}x{base['image_size']} grayscale, filters "
         f"{train['filters']} x{train.get('convs_per_block', 2)} conv, up to {train['epochs']} "
-        "epochs, cosine LR, flips/rot90 + brightness/contrast augmentation, class weights. "
+        f"epochs, Adam {train['learning_rate']} warmup + cosine, BN momentum "
+        f"{train.get('bn_momentum', 0.9)}, "
+        f"{'soft' if train.get('soft_targets', True) else 'binary'} targets, "
+        f"{'class weights' if train.get('balance_classes', False) else 'no class weights'}, "
+        "flips/rot90 + brightness/contrast augmentation. "
         "Split: stratified 75/25 by label and cell type, val = 15 % of train.",
         "",
         "| split seed | accuracy | balanced acc. | ROC AUC | F1 | mono acc. | poly acc. "

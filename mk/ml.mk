@@ -37,4 +37,4 @@ dvc-push: setup ## push data and pipeline outputs to the default DVC remote
 	$(DVC) push
 
 bench-model: setup ## model quality over 3 split seeds -> docs/benchmarks.md (slow: ~1 h on 2 cores)
-	$(ML_ENV) $(ML_NICE) $(BIN)/python bench/model_quality.py
+	$(ML_ENV) $(ML_NICE) $(BIN)/python -m bench.model_quality
