@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -116,11 +117,18 @@ def test_prune_removes_resource_dropped_from_overlay(
 def pushed_build(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The train-deploy workflow's image step: build and push to the local registry.
 
-    Uses the tiny test model (a real exported .tflite, `make test-model`) instead of a full
-    training run; everything else is the workflow's own `make push`.
+    Like CI, it builds from a clean checkout of a commit (here the working copy's HEAD), so the
+    tag is that commit's SHA even when the working copy has uncommitted changes. The model is
+    the tiny test model (a real exported .tflite, `make test-model`) instead of a full training
+    run; everything else is the workflow's own `make push`.
     """
-    image_json = tmp_path_factory.mktemp("build") / "image.json"
+    work = tmp_path_factory.mktemp("build")
+    source = work / "source"
+    image_json = work / "image.json"
     sh(["make", "-C", str(ROOT), "test-model"])
+    sh(["git", "clone", "--quiet", str(ROOT), str(source)])
+    shutil.copytree(ROOT / "build" / "test-model", source / "build" / "test-model")
+    tools = ROOT / ".tools"
     sh(
         [
             str(ROOT / "docker" / "services.sh"),
@@ -128,14 +136,17 @@ def pushed_build(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "--",
             "make",
             "-C",
-            str(ROOT),
+            str(source),
             "push",
+            f"TOOLS={tools}",
+            f"VENV={ROOT / '.venv'}",
             "MODEL_DIR=build/test-model",
             f"IMAGE_JSON={image_json}",
         ]
     )
     build: dict[str, str] = json.loads(image_json.read_text())
-    build["json"] = str(image_json)
+    assert build["tag"] == sh(["git", "rev-parse", "HEAD"], cwd=source).stdout.strip()
+    build["source"] = str(source)
     return build
 
 
@@ -145,11 +156,8 @@ def test_push_to_deploy_moves_staging_to_new_digest_only(
     prod_before = sandbox.live_image(PROD)
     # The push that starts the flow: the source commit the image was built from lands on
     # origin/main (in CI it is already there, in a working copy it may be newer than the seed).
-    fresh_checkout.git("fetch", "--quiet", str(ROOT), "HEAD")
-    assert fresh_checkout.git("rev-parse", "FETCH_HEAD") == pushed_build["tag"], (
-        "the working copy's HEAD moved after the image was built: rerun"
-    )
-    fresh_checkout.git("merge", "--quiet", "--no-edit", "FETCH_HEAD")
+    fresh_checkout.git("fetch", "--quiet", pushed_build["source"], "HEAD")
+    fresh_checkout.git("merge", "--quiet", "--no-edit", pushed_build["tag"])
     fresh_checkout.push()
     sh(
         [
