@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -83,3 +84,31 @@ def test_only_evaluate_and_export_depend_on_the_test_split() -> None:
     readers = {name for name, s in stages.items() if "data/prepared/test.npz" in s.get("deps", [])}
     assert readers == {"evaluate", "export"}
     assert "data/prepared" not in stages["train"]["deps"]  # train sees train.npz and val.npz only
+
+
+def test_prepare_keeps_binary_labels_and_graded_probabilities(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from classifier.pipeline.prepare import load_split, prepare
+
+    data = tmp_path / "raw"
+    (data / "images").mkdir(parents=True)
+    rows = ["path,probability,type"]
+    for i, probability in enumerate([0.0, 1 / 3, 2 / 3, 1.0] * 6):
+        name = f"images/c{i:02d}.png"
+        Image.new("L", (12, 12), color=i * 10).save(data / name)
+        rows.append(f"{name},{probability:.6f},{'mono' if i % 2 else 'poly'}")
+    (data / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    prepare(
+        data,
+        tmp_path / "prepared",
+        image_size=8,
+        threshold=0.5,
+        test_fraction=0.25,
+        val_fraction=0.25,
+        seed=0,
+    )
+    split = load_split(tmp_path / "prepared", "train")
+    assert set(split) == {"x", "y", "p", "type", "path"}
+    np.testing.assert_allclose(np.unique(split["p"]), [0.0, 1 / 3, 2 / 3, 1.0], atol=1e-6)
+    np.testing.assert_array_equal(split["y"], (split["p"] > 0.5).astype(np.float32))

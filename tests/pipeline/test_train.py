@@ -1,12 +1,34 @@
-"""The model builder, augmentation and class weights."""
+"""The model builder, augmentation, class weights, soft targets and the training loop."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+import keras
 import numpy as np
 import pytest
 
 from classifier.pipeline.common import PipelineError
-from classifier.pipeline.train import Augmentation, augment_batch, build_model, class_weights
+from classifier.pipeline.train import (
+    Augmentation,
+    ThresholdedAccuracy,
+    TrainConfig,
+    augment_batch,
+    build_model,
+    class_weights,
+    train_model,
+    training_targets,
+)
+
+TRAIN_PARAMS: dict[str, Any] = {
+    "epochs": 2,
+    "batch_size": 8,
+    "learning_rate": 1e-3,
+    "filters": [4, 8],
+    "dropout": 0.0,
+    "patience": 2,
+}
 
 
 @pytest.mark.parametrize("size", [32, 48])
@@ -45,3 +67,79 @@ def test_class_weights_make_both_classes_count_equally() -> None:
 def test_class_weights_reject_a_single_class() -> None:
     with pytest.raises(PipelineError, match="only one class"):
         class_weights(np.zeros(5, dtype=np.float32))
+
+
+def test_build_model_uses_the_given_batchnorm_momentum() -> None:
+    model = build_model((32, 32), filters=(4, 8), convs_per_block=2, bn_momentum=0.9)
+    momenta = {
+        layer.momentum
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
+    assert momenta == {0.9}
+
+
+def test_training_targets_are_the_graded_probabilities_when_soft() -> None:
+    split = {
+        "y": np.array([0, 0, 1, 1], np.float32),
+        "p": np.array([0, 1 / 3, 2 / 3, 1], np.float32),
+    }
+    np.testing.assert_array_equal(training_targets(split, soft=True), split["p"])
+    np.testing.assert_array_equal(training_targets(split, soft=False), split["y"])
+
+
+def test_training_targets_reject_a_split_without_probabilities() -> None:
+    with pytest.raises(PipelineError, match="dvc repro prepare"):
+        training_targets({"y": np.zeros(3, np.float32)}, soft=True)
+
+
+def test_training_targets_reject_probabilities_outside_zero_one() -> None:
+    split = {"y": np.zeros(2, np.float32), "p": np.array([0.0, 1.5], np.float32)}
+    with pytest.raises(PipelineError, match=r"\[0, 1\]"):
+        training_targets(split, soft=True)
+
+
+def test_thresholded_accuracy_counts_soft_targets_by_their_side_of_one_half() -> None:
+    metric = ThresholdedAccuracy()
+    # Targets 1/3 and 2/3 are "functional" and "defective"; the predictions agree with both.
+    metric.update_state(np.array([[1 / 3], [2 / 3]]), np.array([[0.2], [0.9]]))
+    assert float(metric.result()) == pytest.approx(1.0)
+    plain = keras.metrics.BinaryAccuracy()
+    plain.update_state(np.array([[1 / 3], [2 / 3]]), np.array([[0.2], [0.9]]))
+    assert float(plain.result()) == pytest.approx(0.0)  # why the thresholded one exists
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [("bn_momentum", 1.0, "bn_momentum"), ("warmup_epochs", 2, "warmup_epochs")],
+)
+def test_train_config_rejects_out_of_range_values(key: str, value: float, message: str) -> None:
+    with pytest.raises(PipelineError, match=message):
+        TrainConfig.from_params({**TRAIN_PARAMS, key: value}, seed=0)
+
+
+def test_train_config_defaults_to_the_soft_target_recipe() -> None:
+    config = TrainConfig.from_params(TRAIN_PARAMS, seed=0)
+    assert config.soft_targets
+    assert not config.balance_classes
+    assert config.bn_momentum == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("balance_classes", [False, True])
+def test_train_model_fits_soft_targets_and_saves_a_loadable_model(
+    tmp_path: Path, balance_classes: bool
+) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 32, 1)).astype(np.float32)
+    soft = np.array([0.0, 1 / 3, 2 / 3, 1.0] * 4, np.float32)
+    config = TrainConfig.from_params({**TRAIN_PARAMS, "balance_classes": balance_classes}, seed=0)
+    model = build_model((32, 32), config.filters, config.dropout, 1, config.bn_momentum)
+    history = train_model(model, (x, soft), (x[:8], (soft[:8] > 0.5).astype(np.float32)), config, 0)
+    assert {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"} <= set(history)
+    assert all(0.0 <= a <= 1.0 for a in history["accuracy"])
+    # The saved file must load without this module's custom metric (evaluate, export, bench).
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )

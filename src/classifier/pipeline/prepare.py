@@ -5,7 +5,9 @@ defect probability is > 0.5, and the data is split 75/25 into train/test, strati
 cell type. Validation (early stopping, LR schedule) is carved out of the training part, so the
 test split is seen only by `evaluate` and `export`.
 
-Writes `data/prepared/{train,val,test}.npz` (x, y, type, path) and `data/prepared/splits.csv`.
+Writes `data/prepared/{train,val,test}.npz` (x, y, p, type, path) and `data/prepared/splits.csv`:
+`y` is the binary label every metric uses, `p` the graded defect probability (ELPV's experts
+voted 0, 1/3, 2/3 or 1) that training can use as a soft target.
 """
 
 from __future__ import annotations
@@ -127,9 +129,10 @@ def prepare(
         chosen = [samples[i] for i in splits[name]]
         x = load_images(data_dir, chosen, size)
         y = np.array([binary_label(s.probability, threshold) for s in chosen], dtype=np.float32)
+        probabilities = np.array([s.probability for s in chosen], dtype=np.float32)
         types = np.array([s.cell_type for s in chosen])
         paths = np.array([s.path for s in chosen])
-        np.savez(out_dir / f"{name}.npz", x=x, y=y, type=types, path=paths)
+        np.savez(out_dir / f"{name}.npz", x=x, y=y, p=probabilities, type=types, path=paths)
         counts = Counter(f"{int(label)}/{t}" for label, t in zip(y, types, strict=True))
         summary["splits"][name] = {
             "images": len(chosen),
@@ -149,7 +152,7 @@ def prepare(
 
 
 def load_split(prepared_dir: Path, name: str) -> dict[str, npt.NDArray[Any]]:
-    """Read one split written by `prepare` (keys: x, y, type, path)."""
+    """Read one split written by `prepare` (keys: x, y, p, type, path)."""
     path = prepared_dir / f"{name}.npz"
     if not path.is_file():
         raise PipelineError(f"{path} not found: run `dvc repro prepare` first")
