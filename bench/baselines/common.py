@@ -35,7 +35,8 @@ def build_app(card: ModelCard, predict_rows: Callable[[Rows], Rows], *, blocking
 
     async def rows_from(request: Request) -> tuple[list[str], Rows]:
         form = await request.form()
-        names, rows = [], []
+        names: list[str] = []
+        rows: list[Rows] = []
         for _key, value in form.multi_items():
             if hasattr(value, "read"):
                 data = await value.read()

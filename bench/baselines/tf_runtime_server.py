@@ -22,7 +22,7 @@ def main() -> None:
     model = keras.models.load_model(directory / "model.keras")
     shape = (None, card.input.height, card.input.width, 1)
 
-    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)], reduce_retracing=True)
+    @tf.function(input_signature=[tf.TensorSpec(shape, tf.float32)], reduce_retracing=True)  # type: ignore[untyped-decorator]
     def infer(x: tf.Tensor) -> tf.Tensor:
         return model(x, training=False)
 

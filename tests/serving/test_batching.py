@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from fastapi.testclient import TestClient
 
+from classifier.serving.app import create_app
 from classifier.serving.batching import Predictor
 from classifier.serving.observability import Metrics
 from classifier.serving.runtime import LiteRTModel
+
+from .conftest import make_settings, png_bytes, wait_ready
 
 
 def _run(
@@ -61,3 +66,35 @@ def test_batch_size_one_calls_the_model_per_request(tiny_model_dir: Path) -> Non
     results, expected, metrics = _run(tiny_model_dir, max_batch_size=1, max_wait_ms=0)
     np.testing.assert_allclose(np.concatenate(results), expected, atol=1e-6)
     assert _calls(metrics) == (6, 12)
+
+
+def test_service_with_batching_on_answers_concurrent_requests(tiny_model_dir: Path) -> None:
+    settings = make_settings(tiny_model_dir, max_batch_size=8, max_batch_wait_ms=5)
+    with TestClient(create_app(settings)) as client:
+        wait_ready(client)
+
+        def post(seed: int) -> list[float]:
+            files = [
+                ("files", (f"{seed}-{i}.png", png_bytes(seed=seed + i), "image/png"))
+                for i in range(2)
+            ]
+            response = client.post("/v1/predict", files=files)
+            assert response.status_code == 200, response.text
+            return [p["probability"] for p in response.json()["predictions"]]
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            batched = list(pool.map(post, range(0, 60, 10)))
+        metrics = client.get("/metrics").text
+    # Same answers as the unbatched service gives, request by request.
+    with TestClient(create_app(make_settings(tiny_model_dir))) as plain:
+        wait_ready(plain)
+        for seed, probabilities in zip(range(0, 60, 10), batched, strict=True):
+            files = [
+                ("files", (f"{i}.png", png_bytes(seed=seed + i), "image/png")) for i in range(2)
+            ]
+            expected = [
+                p["probability"]
+                for p in plain.post("/v1/predict", files=files).json()["predictions"]
+            ]
+            np.testing.assert_allclose(probabilities, expected, atol=1e-6)
+    assert "classifier_inference_batch_size_count" in metrics

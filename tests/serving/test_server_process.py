@@ -152,7 +152,10 @@ def test_sigterm_finishes_in_flight_requests_then_exits_zero(
 ) -> None:
     # A 1 s batch wait keeps a lone request in flight long enough to SIGTERM mid-request.
     server = start_server(
-        tiny_model_dir, tmp_path / "server.log", CLASSIFIER_MAX_BATCH_WAIT_MS="1000"
+        tiny_model_dir,
+        tmp_path / "server.log",
+        CLASSIFIER_MAX_BATCH_SIZE="16",
+        CLASSIFIER_MAX_BATCH_WAIT_MS="1000",
     )
     result: dict[str, httpx.Response] = {}
 

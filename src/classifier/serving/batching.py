@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,6 +69,17 @@ class Predictor:
         future: asyncio.Future[npt.NDArray[np.float32]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(rows, future))
         return await future
+
+    def predict_blocking(
+        self, make_rows: Callable[[], npt.NDArray[np.float32]]
+    ) -> npt.NDArray[np.float32]:
+        """Batching off: build the rows and call the model in the calling (worker) thread."""
+        rows = make_rows()
+        started = time.perf_counter()
+        probabilities = self.model.predict_sync(rows)
+        self.metrics.inference_latency.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(rows.shape[0])
+        return probabilities
 
     async def _call_model(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         started = time.perf_counter()

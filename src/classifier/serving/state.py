@@ -25,7 +25,9 @@ class ServiceState:
     load_error: str | None = field(default=None)
 
 
-def _service(request: Request) -> ServiceState:
+async def _service(request: Request) -> ServiceState:
+    # `async` on purpose: FastAPI runs a plain `def` dependency in its thread pool, which
+    # cost a thread hop per request (found by profiling the predict path).
     state: ServiceState = request.app.state.service
     return state
 

@@ -141,10 +141,16 @@ def _json_images(body: bytes, limit: int) -> list[tuple[str, bytes]]:
     return images
 
 
-async def _decode_all(
+async def _decode_and_predict(
     service: ServiceState, images: list[tuple[str, bytes]]
 ) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """Decode + preprocess on the decode pool (never on the event loop), images in parallel."""
+    """Decode + preprocess + predict, never on the event loop.
+
+    With micro-batching off, one worker thread decodes the request's images and calls the model
+    (serialised by the interpreter's lock): a single thread hop per request. With it on, images
+    are decoded in parallel on the pool and the rows go to the batcher. Each hop costs a wake-up
+    and a GIL hand-over; measured in docs/serving.md ("Micro-batching: the decision").
+    """
     loop = asyncio.get_running_loop()
     size = service.model.input_size
     max_pixels = service.settings.max_image_pixels
@@ -152,10 +158,17 @@ async def _decode_all(
     def decode(item: tuple[str, bytes]) -> np.ndarray[Any, np.dtype[np.float32]]:
         return decode_image(item[1], name=item[0], size=size, max_pixels=max_pixels)
 
+    predictor = service.predictor
+    if not predictor.batching:
+        return await loop.run_in_executor(
+            service.decode_pool,
+            predictor.predict_blocking,
+            lambda: np.stack([decode(item) for item in images]),
+        )
     rows = await asyncio.gather(
         *(loop.run_in_executor(service.decode_pool, decode, item) for item in images)
     )
-    return np.stack(rows)
+    return await predictor.predict(np.stack(rows))
 
 
 @router.post(
@@ -191,8 +204,7 @@ async def predict(request: Request, service: Service, _auth: Authorized) -> Pred
     else:
         images = await _multipart_images(request, limit)
 
-    rows = await _decode_all(service, images)
-    probabilities = await service.predictor.predict(rows)
+    probabilities = await _decode_and_predict(service, images)
 
     card = service.model.card
     negative, positive = card.labels
