@@ -13,6 +13,10 @@ UV_VERSION := 0.13.9
 UV        := $(TOOLS)/uv/bin/uv
 VENV      := $(ROOT)/.venv
 BIN       := $(VENV)/bin
+# Per-user caches shared by every clone on the machine (Go modules and build cache, the sandbox's
+# Kubernetes/Argo CD binaries, the DVC remote; uv and pip keep theirs in ~/.cache too). A fresh
+# machine fills them on first use; everything in them is keyed by version, so it is never stale.
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/elpv-gitops
 # uv must trust the system CA store (TLS to PyPI may be intercepted by a local CA).
 export UV_SYSTEM_CERTS := 1
 export UV_PROJECT_ENVIRONMENT := $(VENV)

@@ -44,7 +44,7 @@ $(K8S_SCHEMAS_STAMP): tools/manifest_schemas.py | $(VENV)/.synced
 	rm -rf $(SCHEMAS)/wheel
 	@touch $@
 
-# `go mod download -json` prints where the module landed in GOMODCACHE (under .tools/go).
+# `go mod download -json` prints where the module landed in GOMODCACHE ($(CACHE_DIR)/go).
 $(ARGOCD_SCHEMAS_STAMP): tools/manifest_schemas.py | $(VENV)/.synced
 	@echo ">> fetching the Argo CD $(ARGOCD_CRDS_VERSION) CRDs and kubeconform's converter (Go module proxy)"
 	rm -rf $(ARGOCD_SCHEMAS) && mkdir -p $(ARGOCD_SCHEMAS)

@@ -1,10 +1,11 @@
-# Pinned command-line tools, built from the Go module proxy into .tools/bin (git-ignored).
+# Pinned command-line tools, built from the Go module proxy into .tools/bin (git-ignored);
+# Go's module and build caches live in $(CACHE_DIR)/go, shared between clones.
 # Each is rebuilt only when its pinned version changes (the binary name carries the version).
 GO          ?= go
 TOOLS_BIN   := $(TOOLS)/bin
-export GOPATH     ?= $(TOOLS)/go
-export GOMODCACHE ?= $(TOOLS)/go/pkg/mod
-export GOCACHE    ?= $(TOOLS)/go/cache
+export GOPATH     ?= $(CACHE_DIR)/go
+export GOMODCACHE ?= $(CACHE_DIR)/go/pkg/mod
+export GOCACHE    ?= $(CACHE_DIR)/go/cache
 export GOFLAGS    := -mod=mod -trimpath
 export PATH       := $(TOOLS_BIN):$(PATH)
 
