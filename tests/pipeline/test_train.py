@@ -17,6 +17,7 @@ from classifier.pipeline.train import (
     augment_batch,
     build_model,
     class_weights,
+    lr_schedule,
     train_model,
     training_targets,
 )
@@ -111,7 +112,7 @@ def test_thresholded_accuracy_counts_soft_targets_by_their_side_of_one_half() ->
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
-    [("bn_momentum", 1.0, "bn_momentum"), ("warmup_epochs", 2, "warmup_epochs")],
+    [("bn_momentum", 1.0, "bn_momentum"), ("warmup_epochs", -1, "warmup_epochs")],
 )
 def test_train_config_rejects_out_of_range_values(key: str, value: float, message: str) -> None:
     with pytest.raises(PipelineError, match=message):
@@ -143,3 +144,17 @@ def test_train_model_fits_soft_targets_and_saves_a_loadable_model(
     np.testing.assert_allclose(
         loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-6
     )
+
+
+def test_lr_schedule_warms_up_then_decays() -> None:
+    config = TrainConfig.from_params({**TRAIN_PARAMS, "epochs": 4, "warmup_epochs": 1}, seed=0)
+    schedule = lr_schedule(config, steps_per_epoch=10)
+    rates = [float(schedule(step)) for step in (0, 10, 39)]
+    assert rates[0] < rates[1] == pytest.approx(1e-3)
+    assert rates[2] < rates[1]
+
+
+def test_lr_schedule_caps_the_warmup_of_a_one_epoch_run() -> None:
+    config = TrainConfig.from_params({**TRAIN_PARAMS, "epochs": 1, "warmup_epochs": 3}, seed=0)
+    schedule = lr_schedule(config, steps_per_epoch=10)
+    assert float(schedule(0)) == pytest.approx(1e-3)  # no warmup: straight to the decay

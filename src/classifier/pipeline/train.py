@@ -101,10 +101,8 @@ class TrainConfig:
             raise PipelineError("train.epochs and train.batch_size must be >= 1, filters non-empty")
         if not 0.0 < config.bn_momentum < 1.0:
             raise PipelineError(f"train.bn_momentum must be in (0, 1), got {config.bn_momentum}")
-        if not 0 <= config.warmup_epochs < config.epochs:
-            raise PipelineError(
-                f"train.warmup_epochs must be in [0, train.epochs), got {config.warmup_epochs}"
-            )
+        if config.warmup_epochs < 0:
+            raise PipelineError(f"train.warmup_epochs must be >= 0, got {config.warmup_epochs}")
         return config
 
 
@@ -237,8 +235,12 @@ class ThresholdedAccuracy(keras.metrics.BinaryAccuracy):  # type: ignore[misc]
 def lr_schedule(
     config: TrainConfig, steps_per_epoch: int
 ) -> keras.optimizers.schedules.CosineDecay:
-    """Linear warmup to `learning_rate` over `warmup_epochs`, then cosine decay to 2 % of it."""
-    warmup = config.warmup_epochs * steps_per_epoch
+    """Linear warmup to `learning_rate` over `warmup_epochs`, then cosine decay to 2 % of it.
+
+    The warmup is capped at `epochs - 1` so a short run (a 1-epoch smoke test) keeps a decay
+    phase instead of failing on the shared params.
+    """
+    warmup = min(config.warmup_epochs, config.epochs - 1) * steps_per_epoch
     return keras.optimizers.schedules.CosineDecay(
         config.learning_rate * (0.1 if warmup else 1.0),
         decay_steps=config.epochs * steps_per_epoch - warmup,
