@@ -64,47 +64,75 @@ def prepare_model(out: Path) -> tuple[Path, str]:
     """The pipeline's model in models/ if present, else one of the same architecture exported by
     the pipeline code (trained briefly: speed depends on the architecture, not the weights)."""
     real = ROOT / "models"
-    if all((real / f).is_file() for f in ("model.tflite", "model_card.json", "model.keras")):
-        return real, "the pipeline's model in models/ (dvc repro output)"
-    if not (out / "model.keras").is_file():
+    files = ("model.tflite", "model_card.json", "model.keras")
+    if all((real / f).is_file() for f in files):
+        # A snapshot: `dvc repro` may rewrite models/ while the benchmark runs.
+        snapshot = out.parent / "bench-serving-pipeline-model"
+        snapshot.mkdir(parents=True, exist_ok=True)
+        for f in files:
+            shutil.copy2(real / f, snapshot / f)
+        version = json.loads((snapshot / "model_card.json").read_text())["version"]
+        return snapshot, f"the pipeline's model in models/ (dvc repro output, version {version})"
+    if not (out / "model.keras").is_file() or _architecture(out) != _architecture(None):
         log(f"no models/ output: exporting a model of the pipeline's architecture into {out}")
         build_pipeline_architecture(out)
     return out, (
-        "models/ absent: a model of the pipeline's architecture (params.yaml image_size and "
-        "filters), trained 1 epoch on 32 images and exported by the pipeline's export code"
+        f"models/ incomplete: the pipeline's architecture ({_architecture(None)}, from "
+        "params.yaml), built and exported by the pipeline's code, untrained (speed depends on "
+        "the architecture only)"
     )
 
 
+def _architecture(model_dir: Path | None) -> dict[str, Any]:
+    """image_size + filters of a bench model (its card), or of params.yaml now (None)."""
+    import yaml
+
+    if model_dir is None:
+        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        return {
+            "image_size": int(params["base"]["image_size"]),
+            "filters": [int(f) for f in params["train"]["filters"]],
+        }
+    try:
+        card = json.loads((model_dir / "model_card.json").read_text())
+        return dict(card["params"]["bench"])
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
 def build_pipeline_architecture(out: Path) -> None:
+    """Build the pipeline's model from params.yaml and export it with the pipeline's code.
+
+    Untrained: inference speed depends on the architecture only, and the card says so."""
     import yaml
 
     sys.path.insert(0, str(ROOT / "tests"))
     from classifier.pipeline.export import export_bundle
-    from classifier.pipeline.train import TrainConfig, build_model, make_deterministic, train_model
+    from classifier.pipeline.train import TrainConfig, build_model, make_deterministic
     from conftest import tiny_training_images  # type: ignore[import-not-found]  # shared sampler
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    size = int(params["base"]["image_size"])
-    filters = tuple(int(f) for f in params["train"]["filters"])
-    config = TrainConfig(epochs=1, batch_size=8, filters=filters, dropout=0.3, patience=1, seed=0)
+    arch = _architecture(None)
+    size = arch["image_size"]
+    config = TrainConfig.from_params(params["train"], seed=0)
     make_deterministic(0)
-    x, y, _types = tiny_training_images(size)
-    model = build_model((size, size), filters, 0.3)
-    train_model(model, (x, y), (x, y), config, verbose=0)
+    model = build_model(
+        (size, size), config.filters, config.dropout, config.convs_per_block, config.bn_momentum
+    )
+    x, _y, _types = tiny_training_images(size)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.keras")
-    metrics = {"accuracy": 0.0, "balanced_accuracy": 0.0, "roc_auc": 0.0, "f1": 0.0}
     export_bundle(
         model,
         out,
         name="elpv-defect-cnn-bench",
-        metrics=metrics,
-        params={"bench": {"image_size": size, "filters": list(filters)}},
+        metrics={"accuracy": 0.0, "balanced_accuracy": 0.0, "roc_auc": 0.0, "f1": 0.0},
+        params={"bench": arch},
         data_hash="bench",
         threshold=0.5,
         parity_images=x,
         parity_tolerance=1e-4,
-        extra={"purpose": "benchmark: pipeline architecture, not a trained model"},
+        extra={"purpose": "benchmark: the pipeline's architecture, untrained"},
     )
 
 
@@ -347,6 +375,42 @@ def soak(server: Server, body: Body, rate: float, seconds: float) -> tuple[Load,
     return result, samples
 
 
+def batching_ab(
+    model_dir: Path, workdir: Path, body: Body, rounds: int, seconds: float
+) -> dict[str, dict[int, list[float]]]:
+    """Micro-batching on vs off, interleaved: both servers up at once (an idle one costs no CPU),
+    load alternating between them round by round, so both see the same background noise."""
+    servers = {
+        "off (max batch 1)": start_service(model_dir, workdir, "ab-off", max_batch_size="1"),
+        "on (max batch 16, wait 0)": start_service(
+            model_dir, workdir, "ab-on", max_batch_size="16", max_batch_wait_ms="0"
+        ),
+    }
+    results: dict[str, dict[int, list[float]]] = {n: {4: [], 16: []} for n in servers}
+    try:
+        for server in servers.values():
+            attack(server.url, body, 2, concurrency=4)  # warm-up
+        for round_ in range(rounds):
+            order = list(servers.items())
+            if round_ % 2:
+                order.reverse()
+            for c in (4, 16):
+                for name, server in order:
+                    results[name][c].append(attack(server.url, body, seconds, concurrency=c).rps)
+            log(
+                "  A/B round "
+                + str(round_ + 1)
+                + ": "
+                + "; ".join(
+                    f"{n} c=4 {r[4][-1]:.0f} c=16 {r[16][-1]:.0f}" for n, r in results.items()
+                )
+            )
+    finally:
+        for server in servers.values():
+            server.stop()
+    return results
+
+
 # --------------------------------------------------------------------------------------------
 # Report
 
@@ -403,6 +467,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=10, help="per load step")
     parser.add_argument("--soak-seconds", type=float, default=60)
     parser.add_argument("--soak-only", action="store_true", help="only the soak (make soak)")
+    parser.add_argument("--ab-rounds", type=int, default=4, help="micro-batching A/B rounds")
     parser.add_argument("--model-dir", type=Path, default=ROOT / "build" / "bench-serving-model")
     args = parser.parse_args(argv)
     if not Path(VEGETA).is_file():
@@ -488,6 +553,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             server.stop()
 
+        log(f"micro-batching A/B, interleaved, {args.ab_rounds} rounds")
+        ab = batching_ab(model_dir, workdir, body, args.ab_rounds, min(args.seconds, 6))
         log(f"half load, then soak, on: {product}")
         server = start_service(model_dir, workdir, "service")
         servers.append(server)
@@ -510,6 +577,7 @@ def main(argv: list[str] | None = None) -> None:
             threads=threads,
             raw=raw,
             raw_near=raw_near,
+            ab=ab,
             best_batch=best_batch,
             variants=variants,
             starts=starts,
@@ -529,6 +597,21 @@ def main(argv: list[str] | None = None) -> None:
         for server in servers:
             server.stop()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def ab_rows(ab: dict[str, dict[int, list[float]]]) -> list[str]:
+    import statistics
+
+    off, on = ab["off (max batch 1)"], ab["on (max batch 16, wait 0)"]
+    rows = []
+    for c in (4, 16):
+        ratios = [b / a for a, b in zip(off[c], on[c], strict=True) if a > 0]
+        rows.append(
+            f"| {c} | {statistics.median(off[c]):.0f} ({', '.join(f'{v:.0f}' for v in off[c])}) "
+            f"| {statistics.median(on[c]):.0f} ({', '.join(f'{v:.0f}' for v in on[c])}) "
+            f"| {statistics.median(ratios):.2f} |"
+        )
+    return rows
 
 
 def write_report(**r: Any) -> None:
@@ -611,6 +694,13 @@ def write_report(**r: Any) -> None:
         f"p99 {soak_result.p99_ms:.1f} ms "
         f"| 0 errors, flat memory: {'yes' if soak_ok and flat else 'NO'} |",
         f"| exit status after SIGTERM | {r['exit_code']} | 0 |",
+        "",
+        "### Micro-batching on vs off, interleaved (req/s, median of rounds)",
+        "",
+        "| concurrency | off (max batch 1) | on (max batch 16, wait 0) | on / off, median of "
+        "per-round ratios |",
+        "|---|---|---|---|",
+        *ab_rows(r["ab"]),
         "",
         "### Gains (peak req/s, side by side in this run)",
         "",

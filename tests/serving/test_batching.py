@@ -86,7 +86,7 @@ def test_service_with_batching_on_answers_concurrent_requests(tiny_model_dir: Pa
             batched = list(pool.map(post, range(0, 60, 10)))
         metrics = client.get("/metrics").text
     # Same answers as the unbatched service gives, request by request.
-    with TestClient(create_app(make_settings(tiny_model_dir))) as plain:
+    with TestClient(create_app(make_settings(tiny_model_dir, max_batch_size=1))) as plain:
         wait_ready(plain)
         for seed, probabilities in zip(range(0, 60, 10), batched, strict=True):
             files = [

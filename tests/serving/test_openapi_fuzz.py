@@ -23,10 +23,9 @@ EXAMPLES_PER_OPERATION = 30
 
 @pytest.fixture(scope="module")
 def api_schema(tiny_model_dir: Path) -> schemathesis.BaseSchema:
-    # schemathesis runs the app's lifespan once, on one event loop shared by every call, so the
-    # micro-batcher can run too: fuzz with it on (the default is off) to cover both paths'
-    # shared code plus the batcher. Wait for readiness first.
-    app = create_app(make_settings(tiny_model_dir, max_batch_size=8))
+    # schemathesis runs the app's lifespan once, on one event loop shared by every call: the
+    # production set-up (background model load, micro-batcher). Wait for readiness first.
+    app = create_app(make_settings(tiny_model_dir))
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     readyz = schema["/readyz"]["GET"]
     deadline = time.monotonic() + 30
