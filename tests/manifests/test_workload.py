@@ -21,7 +21,7 @@ ENVS = manifests.ENVIRONMENTS
 CONTRACT_SETTINGS = {
     "MODEL_PATH", "MODEL_CARD_PATH", "PORT", "HOST", "LOG_LEVEL", "INFERENCE_THREADS",
     "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_UPLOAD_BYTES", "MAX_IMAGES_PER_REQUEST",
-    "API_TOKEN",
+    "API_TOKEN", "SHUTDOWN_TIMEOUT_S", "MAX_IMAGE_PIXELS",
 }  # fmt: skip
 
 
@@ -72,11 +72,13 @@ def test_probes_are_distinct_and_use_the_contract_paths(rendered: Rendered, env:
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_grace_period_covers_the_prestop_delay(rendered: Rendered, env: str) -> None:
+def test_grace_period_covers_the_prestop_delay_and_the_drain(rendered: Rendered, env: str) -> None:
     pre_stop = container(rendered[env])["lifecycle"]["preStop"]["sleep"]["seconds"]
     grace = pod_spec(rendered[env])["terminationGracePeriodSeconds"]
+    drain = float(only(rendered[env], "ConfigMap")["data"]["CLASSIFIER_SHUTDOWN_TIMEOUT_S"])
     assert pre_stop >= 5, "endpoint removal needs a few seconds to reach every proxy"
-    assert grace >= pre_stop + 10, "leave uvicorn time to finish in-flight requests"
+    # The kubelet's SIGKILL must come after the preStop sleep *and* the service's own drain.
+    assert grace > pre_stop + drain, "grace period cuts the service's graceful shutdown short"
 
 
 @pytest.mark.parametrize("env", ENVS)
