@@ -8,7 +8,6 @@ the two source revisions. The branch name is fixed so re-running updates the sam
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,8 +29,7 @@ from gitops.overlay import DEFAULT_IMAGE_NAME, ImageEntry, Overlay, find_kustomi
 from gitops.publish import (
     current_branch,
     find_gh,
-    open_or_update_pr,
-    push_branch,
+    publish_pr_branch,
     restored_on_error,
     say,
     scratch_worktree,
@@ -137,19 +135,18 @@ def promote(git: Git, root: Path, req: PromoteRequest) -> Proposal | None:
     write_branch(git, branch, sha)
     say(f"branch {branch} -> {sha[:12]} (only {target.rel_dir} changes)")
 
-    body_file = req.body_file
-    if body_file is not None:
-        body_file.parent.mkdir(parents=True, exist_ok=True)
-        body_file.write_text(body, encoding="utf-8")
-    else:
-        print(f"# {title}\n\n{body}")
-    if req.push and base.remote:
-        push_branch(git, base.remote, branch)
-    if gh is not None:
-        if body_file is None:
-            body_file = Path(tempfile.mkdtemp(prefix="gitops-pr-")) / "body.md"
-            body_file.write_text(body, encoding="utf-8")
-        open_or_update_pr(gh, root, branch, base.name, title, body_file)
+    publish_pr_branch(
+        git,
+        cwd=root,
+        gh=gh,
+        remote=base.remote,
+        push=req.push,
+        head=branch,
+        base=base.name,
+        title=title,
+        body=body,
+        body_file=req.body_file,
+    )
     where = f", body in {req.body_file}" if req.body_file else ""
     print(f"promotion {req.source_env} -> {req.target_env} ready on branch {branch}{where}")
     return Proposal(branch=branch, commit=sha, title=title, body=body)

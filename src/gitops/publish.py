@@ -190,3 +190,32 @@ def open_or_update_pr(gh: str, cwd: Path, head: str, base: str, title: str, body
     )
     say(f"opened {url}")
     return url
+
+
+def publish_pr_branch(
+    git: Git,
+    *,
+    cwd: Path,
+    gh: str | None,
+    remote: str | None,
+    push: bool,
+    head: str,
+    base: str,
+    title: str,
+    body: str,
+    body_file: Path | None,
+) -> None:
+    """The common tail of promote and prod rollback: write (or print) the PR body, push the
+    branch when asked, and open or update the one PR for it when `gh` is given."""
+    if body_file is not None:
+        body_file.parent.mkdir(parents=True, exist_ok=True)
+        body_file.write_text(body, encoding="utf-8")
+    else:
+        print(f"# {title}\n\n{body}")
+    if push and remote:
+        push_branch(git, remote, head)
+    if gh is not None:
+        if body_file is None:
+            body_file = Path(tempfile.mkdtemp(prefix="gitops-pr-")) / "body.md"
+            body_file.write_text(body, encoding="utf-8")
+        open_or_update_pr(gh, cwd, head, base, title, body_file)

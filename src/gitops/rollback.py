@@ -9,7 +9,6 @@ the others are pushed straight away.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +28,7 @@ from gitops.publish import (
     commit_and_push,
     current_branch,
     find_gh,
-    open_or_update_pr,
-    push_branch,
+    publish_pr_branch,
     restored_on_error,
     say,
     scratch_worktree,
@@ -200,18 +198,17 @@ def rollback(git: Git, root: Path, req: RollbackRequest) -> str | None:
         f"Merging lets Argo CD sync `{req.env}` back. Nothing retrains.\n\n"
         f"<!-- gitops:rollback {req.env} -->\n"
     )
-    body_file = req.body_file
-    if body_file is not None:
-        body_file.parent.mkdir(parents=True, exist_ok=True)
-        body_file.write_text(body, encoding="utf-8")
-    else:
-        print(f"# {title}\n\n{body}")
-    if req.push and branch.remote:
-        push_branch(git, branch.remote, pr_branch)
-    if gh is not None:
-        if body_file is None:
-            body_file = Path(tempfile.mkdtemp(prefix="gitops-pr-")) / "body.md"
-            body_file.write_text(body, encoding="utf-8")
-        open_or_update_pr(gh, root, pr_branch, branch.name, title, body_file)
+    publish_pr_branch(
+        git,
+        cwd=root,
+        gh=gh,
+        remote=branch.remote,
+        push=req.push,
+        head=pr_branch,
+        base=branch.name,
+        title=title,
+        body=body,
+        body_file=req.body_file,
+    )
     print(f"rollback of {req.env} ready on branch {pr_branch} (commit {sha[:12]})")
     return sha
