@@ -21,18 +21,22 @@ from .conftest import make_settings
 EXAMPLES_PER_OPERATION = 30
 
 
-@pytest.fixture(scope="module")
-def api_schema(tiny_model_dir: Path) -> schemathesis.BaseSchema:
-    # schemathesis runs the app's lifespan once, on one event loop shared by every call: the
-    # production set-up (background model load, micro-batcher). Wait for readiness first.
-    app = create_app(make_settings(tiny_model_dir))
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+def wait_until_ready(schema: schemathesis.BaseSchema) -> None:
+    """Block until /readyz says 200. schemathesis's pytest plugin ends every ASGI lifespan at
+    each test's teardown and the next call starts a new one (production set-up: the model loads
+    in the background), so every test must wait, not only the first; without it, a slow machine
+    sees 503 model_not_ready from predict and the fuzzer calls it a server error."""
     readyz = schema["/readyz"]["GET"]
     deadline = time.monotonic() + 30
     while readyz.Case().call().status_code != 200:
         assert time.monotonic() < deadline, "the service did not become ready"
         time.sleep(0.05)
-    return schema
+
+
+@pytest.fixture(scope="module")
+def api_schema(tiny_model_dir: Path) -> schemathesis.BaseSchema:
+    app = create_app(make_settings(tiny_model_dir))
+    return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
 def test_openapi_document_lists_the_contract_endpoints(api_schema: schemathesis.BaseSchema) -> None:
@@ -58,6 +62,7 @@ POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
 def test_api_conforms_to_its_openapi_document(
     api_schema: schemathesis.BaseSchema, method: str, path: str, mode: GenerationMode
 ) -> None:
+    wait_until_ready(api_schema)
     operation = api_schema[path][method]
 
     @given(case=operation.as_strategy(generation_mode=mode))
