@@ -53,10 +53,10 @@ test: setup ## everything CI checks: lint, types, tests, manifests, workflows, c
 	@echo ">> make test: all checks passed"
 
 lint: setup ## ruff lint + format check
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench sandbox tools
+	$(BIN)/ruff format --check src tests bench sandbox tools
 
-typecheck: setup ## mypy --strict over src/ and bench/
+typecheck: setup ## mypy --strict over src/, bench/, sandbox/ and tools/
 	$(BIN)/mypy
 
 unit: setup ## pytest, default suite (not slow, not e2e, not container)
