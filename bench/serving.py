@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -193,6 +194,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (/proc/<pid>/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_status(pid: int, key: str) -> float:
     """VmRSS / VmHWM of a process in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -282,6 +289,10 @@ class Load:
     max_ms: float
     status_codes: dict[str, int]
     load_avg: float
+    # Server CPU per request: unlike req/s it hardly moves when other work takes the cores.
+    server_cpu_ms: float = float("nan")
+    # vegeta's own CPU, in cores: the client shares the machine with the server.
+    client_cores: float = float("nan")
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -307,6 +318,7 @@ def attack(
     *,
     concurrency: int | None = None,
     rate: float | None = None,
+    pid: int | None = None,
 ) -> Load:
     """Closed loop (`concurrency`: that many requests always in flight) or open loop (`rate`)."""
     argv = [
@@ -322,8 +334,17 @@ def attack(
     else:
         argv += [f"-rate={round(rate or 1)}/1s", "-workers=8", "-max-workers=256"]
     load_avg = load_average()
+    server_cpu = cpu_seconds(pid) if pid is not None else None
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall = time.perf_counter()
     attack_proc = subprocess.run(
         argv, input=f"POST {url}/v1/predict\n".encode(), capture_output=True, check=True
+    )
+    wall = time.perf_counter() - wall
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_cores = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / wall
+    server_cpu_s = (
+        cpu_seconds(pid) - server_cpu if pid is not None and server_cpu is not None else None
     )
     report = subprocess.run(
         [VEGETA, "report", "-type=json"], input=attack_proc.stdout, capture_output=True, check=True
@@ -340,6 +361,12 @@ def attack(
         max_ms=lat["max"] / 1e6,
         status_codes={str(k): int(v) for k, v in (data.get("status_codes") or {}).items()},
         load_avg=load_avg,
+        server_cpu_ms=(
+            1000 * server_cpu_s / max(int(data["requests"]), 1)
+            if server_cpu_s is not None
+            else float("nan")
+        ),
+        client_cores=client_cores,
     )
 
 
@@ -347,11 +374,12 @@ def sweep(server: Server, body: Body, seconds: float) -> dict[int, Load]:
     attack(server.url, body, 2, concurrency=4)  # warm-up, not recorded
     results = {}
     for c in CONCURRENCY:
-        results[c] = attack(server.url, body, seconds, concurrency=c)
+        results[c] = attack(server.url, body, seconds, concurrency=c, pid=server.process.pid)
         r = results[c]
         log(
             f"  {server.name} c={c}: {r.rps:.0f} req/s  "
-            f"p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms"
+            f"p50 {r.p50_ms:.1f} ms  p99 {r.p99_ms:.1f} ms  "
+            f"server CPU {r.server_cpu_ms:.2f} ms/req  vegeta {r.client_cores:.2f} cores"
         )
     return results
 
@@ -474,8 +502,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"vegeta not found at {VEGETA}: run `make vegeta` (or set VEGETA=)")
 
     from classifier.serving.cpu import available_cpus
+    from classifier.serving.settings import Settings
 
     threads = available_cpus()
+    defaults = Settings()
     model_dir, model_source = prepare_model(args.model_dir)
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     body = Body(sample_png(), workdir)
@@ -496,18 +526,23 @@ def main(argv: list[str] | None = None) -> None:
             )
             sys.exit(0 if ok else 1)
 
-        log(f"model: {model_source}; threads {threads}")
-        raw = raw_throughput(model_dir, threads)
-        best_batch = max(raw, key=lambda b: raw[b])
-        log(
-            f"raw: batch 1 {raw[1]:.0f} img/s, best batch {best_batch}: {raw[best_batch]:.0f} img/s"
+        log(f"model: {model_source}; CPUs {threads}, interpreter threads {defaults.model_threads}")
+        # Raw at the service's interpreter thread count and at all the CPUs: the served
+        # fraction divides by the best of them, whichever the service uses.
+        raws = {t: raw_throughput(model_dir, t) for t in sorted({defaults.model_threads, threads})}
+        best_threads, best_batch = max(
+            ((t, b) for t, r in raws.items() for b in r), key=lambda tb: raws[tb[0]][tb[1]]
         )
+        raw = raws[best_threads]
+        for t, r in raws.items():
+            best_t = max(r, key=lambda b: r[b])
+            log(
+                f"raw, {t} thread(s): batch 1 {r[1]:.0f} img/s, "
+                f"best batch {best_t}: {r[best_t]:.0f} img/s"
+            )
 
         variants: dict[str, dict[int, Load]] = {}
         starts: dict[str, tuple[float, float, float]] = {}
-        from classifier.serving.settings import Settings
-
-        defaults = Settings()
         product = (
             f"service (defaults: max batch {defaults.max_batch_size}, "
             f"wait {defaults.max_batch_wait_ms:g} ms)"
@@ -522,12 +557,16 @@ def main(argv: list[str] | None = None) -> None:
                 "max_batch_size": str(size),
                 "max_batch_wait_ms": str(wait),
             }
+        if defaults.model_threads != threads:  # the interpreter-threads decision
+            configs[f"service, interpreter threads {threads}"] = {
+                "interpreter_threads": str(threads)
+            }
         raw_near: dict[int, float] = {}
         for name, settings in configs.items():
             if name == product:
                 # The machine is shared: measure raw again right before the served run it is
                 # divided into, so the served fraction compares like with like.
-                raw_near = raw_throughput(model_dir, threads, batches=(1, best_batch))
+                raw_near = raw_throughput(model_dir, best_threads, batches=(1, best_batch))
             log(f"served: {name}")
             server = start_service(model_dir, workdir, "service", **settings)
             servers.append(server)
@@ -560,9 +599,15 @@ def main(argv: list[str] | None = None) -> None:
         servers.append(server)
         ready_s = server.ready_s
         peak = max(variants[product][c].rps for c in CONCURRENCY)
-        attack(server.url, body, 2, concurrency=4)  # warm-up, not recorded
-        half = attack(server.url, body, max(args.seconds, 15), rate=peak / 2)
-        log(f"  half load {peak / 2:.0f} req/s: p50 {half.p50_ms:.1f} ms p99 {half.p99_ms:.1f} ms")
+        # Other work on the machine changes what "peak" is minute to minute: half of a peak
+        # measured minutes ago may be more than the server can do now, and the p99 then
+        # measures a queue. So the peak is measured again right before the half-load step.
+        peak_now = attack(server.url, body, 5, concurrency=16).rps
+        half = attack(server.url, body, max(args.seconds, 15), rate=peak_now / 2)
+        log(
+            f"  half load {peak_now / 2:.0f} req/s (peak now {peak_now:.0f}): "
+            f"p50 {half.p50_ms:.1f} ms p99 {half.p99_ms:.1f} ms"
+        )
         soak_rate = 0.8 * peak
         soak_result, soak_rss = soak(server, body, soak_rate, args.soak_seconds)
         log(
@@ -575,6 +620,9 @@ def main(argv: list[str] | None = None) -> None:
         write_report(
             model_source=model_source,
             threads=threads,
+            model_threads=defaults.model_threads,
+            raws=raws,
+            best_threads=best_threads,
             raw=raw,
             raw_near=raw_near,
             ab=ab,
@@ -585,6 +633,7 @@ def main(argv: list[str] | None = None) -> None:
             ready_s=ready_s,
             half=half,
             peak=peak,
+            peak_now=peak_now,
             soak_result=soak_result,
             soak_rss=soak_rss,
             soak_rate=soak_rate,
@@ -633,32 +682,40 @@ def write_report(**r: Any) -> None:
         "## Serving",
         "",
         f"Command: `make bench-serving` (bench/serving.py). Machine: {machine_line()}. "
-        f"Model: {r['model_source']}. Inference threads: {r['threads']} (the CPU quota). "
+        f"Model: {r['model_source']}. CPUs: {r['threads']} (the quota; decode pool size), "
+        f"interpreter threads: {r['model_threads']} (`INTERPRETER_THREADS` default: one core "
+        "left to HTTP + decoding). "
         f"Load: vegeta on the same machine (client and server share the cores), one 300x300 "
         f"ELPV PNG per request, keep-alive, {r['seconds']:.0f} s per step after a warm-up. "
         "Other work on the machine at the time shows in the load-average column.",
         "",
         "### Raw model throughput (LiteRT, in-process, no HTTP, no decoding)",
         "",
-        "| batch | " + " | ".join(str(b) for b in raw) + " |",
+        "| interpreter threads \\ batch | " + " | ".join(str(b) for b in raw) + " |",
         "|---|" + "---|" * len(raw),
-        "| img/s | " + " | ".join(f"{v:.0f}" for v in raw.values()) + " |",
+        *(
+            f"| {t} | " + " | ".join(f"{v:.0f}" for v in rt.values()) + " |"
+            for t, rt in r["raws"].items()
+        ),
         "",
-        f"Best batch: {best} ({raw[best]:.0f} img/s); batch 1: {raw[1]:.0f} img/s. Measured "
+        f"Best: {r['best_threads']} thread(s), batch {best} ({raw[best]:.0f} img/s); batch 1: "
+        f"{raw[1]:.0f} img/s. Measured "
         f"again right before the product configuration's served run: batch {best} "
         f"{raw_near.get(best, float('nan')):.0f} img/s. The served fraction divides by the "
         f"higher of the two ({raw_best:.0f} img/s).",
         "",
         "### Served (HTTP): req/s / p50 / p95 / p99 ms, by concurrency",
         "",
-        "| server | c=1 | c=4 | c=16 | start-to-ready | RSS ready / peak (MiB) | load avg |",
-        "|---|---|---|---|---|---|---|",
+        "| server | c=1 | c=4 | c=16 | server CPU ms/req at c=4 / vegeta cores | start-to-ready "
+        "| RSS ready / peak (MiB) | load avg |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, loads in variants.items():
         ready, rss_r, peak_rss = r["starts"][name]
         load_avg = max(loads[c].load_avg for c in CONCURRENCY)
         lines.append(
             fmt_row(name, loads)
+            + f" {loads[4].server_cpu_ms:.2f} / {loads[4].client_cores:.2f} |"
             + f" {ready:.2f} s | {rss_r:.0f} / {peak_rss:.0f} | {load_avg:.1f} |"
         )
     ratio = {
@@ -680,7 +737,8 @@ def write_report(**r: Any) -> None:
         f"| served fraction at c=4 (img/s / raw best-batch img/s) | {frac4:.2f} "
         "| >= 0.7 (aim 0.85) |",
         f"| served fraction at saturation | {frac_sat:.2f} | |",
-        f"| p99 / p50 at half of peak ({r['peak'] / 2:.0f} req/s, open loop; load avg "
+        f"| p99 / p50 at half of peak ({r['peak_now'] / 2:.0f} req/s, open loop, half of "
+        f"{r['peak_now']:.0f} req/s at c=16 measured just before; load avg "
         f"{half.load_avg:.1f}) | {half.p99_ms:.1f} / {half.p50_ms:.1f} ms = {p99_ratio:.2f} "
         "| <= 3 |",
         f"| start-to-ready (spawn -> /readyz 200) | {ready_s:.2f} s | <= 2 s |",
@@ -706,6 +764,10 @@ def write_report(**r: Any) -> None:
         "",
         f"- vs the naive Keras `predict()` service: **{ratio[keras_name]:.1f}x**",
         f"- vs the TensorFlow `tf.function` service: **{ratio[tf_name]:.1f}x**",
+        f"- server CPU per request at c=4 (hardly moved by other work on the machine, unlike "
+        f"req/s): {variants[product][4].server_cpu_ms:.2f} ms vs "
+        f"{variants[keras_name][4].server_cpu_ms:.2f} (Keras) and "
+        f"{variants[tf_name][4].server_cpu_ms:.2f} (TF)",
         f"- start-to-ready: {ready_s:.2f} s vs {r['starts'][keras_name][0]:.2f} s (Keras) and "
         f"{r['starts'][tf_name][0]:.2f} s (TF); RSS {rss_ready:.0f} MiB vs "
         f"{r['starts'][keras_name][1]:.0f} and {r['starts'][tf_name][1]:.0f} MiB",

@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from classifier.serving.app import create_app
 from classifier.serving.settings import Settings
+
+from .conftest import make_settings
 
 
 def test_defaults_follow_the_service_contract(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,8 +53,31 @@ def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 @pytest.mark.parametrize(
+    ("inference", "interpreter", "expected"),
+    [(1, None, 1), (2, None, 1), (4, None, 3), (2, 2, 2), (1, 3, 3)],
+)
+def test_model_threads_leave_one_core_for_decoding_unless_set(
+    monkeypatch: pytest.MonkeyPatch, inference: int, interpreter: int | None, expected: int
+) -> None:
+    monkeypatch.setenv("CLASSIFIER_INFERENCE_THREADS", str(inference))
+    if interpreter is not None:
+        monkeypatch.setenv("CLASSIFIER_INTERPRETER_THREADS", str(interpreter))
+    else:
+        monkeypatch.delenv("CLASSIFIER_INTERPRETER_THREADS", raising=False)
+    settings = Settings()
+    # The decode pool keeps the whole CPU budget; only the interpreter gives a core back.
+    assert (settings.threads, settings.model_threads) == (inference, expected)
+
+
+@pytest.mark.parametrize(
     ("name", "value"),
-    [("PORT", "0"), ("PORT", "http"), ("MAX_BATCH_SIZE", "0"), ("LOG_LEVEL", "loud")],
+    [
+        ("PORT", "0"),
+        ("INTERPRETER_THREADS", "0"),
+        ("PORT", "http"),
+        ("MAX_BATCH_SIZE", "0"),
+        ("LOG_LEVEL", "loud"),
+    ],
 )
 def test_invalid_values_are_refused_with_the_field_name(
     monkeypatch: pytest.MonkeyPatch, name: str, value: str
@@ -59,3 +85,10 @@ def test_invalid_values_are_refused_with_the_field_name(
     monkeypatch.setenv(f"CLASSIFIER_{name}", value)
     with pytest.raises(ValidationError, match=name.lower()):
         Settings()
+
+
+def test_app_sizes_interpreter_and_decode_pool_from_the_settings(tiny_model_dir: Path) -> None:
+    service = create_app(make_settings(tiny_model_dir, inference_threads=2)).state.service
+    assert service.model.threads == 1  # one core left to HTTP + decoding
+    assert service.decode_pool._max_workers == 2
+    service.decode_pool.shutdown()

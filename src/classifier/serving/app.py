@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     model_ = LiteRTModel(
         settings.model_path,
         settings.model_card_path,
-        threads=threads,
+        threads=settings.model_threads,
         max_batch=settings.max_batch_size,
     )
     service = ServiceState(
