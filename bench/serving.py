@@ -674,6 +674,10 @@ def write_report(**r: Any) -> None:
     sat = max(variants[product][c].rps for c in CONCURRENCY)
     frac4 = variants[product][4].rps / raw_best
     frac_sat = sat / raw_best
+    # What the cores allow: CPU per request (server + load generator) against all the CPUs.
+    top = variants[product][16]
+    client_ms = 1000 * top.client_cores / top.rps if top.rps else float("nan")
+    ceiling = 1000 * r["threads"] / (top.server_cpu_ms + client_ms)
     half: Load = r["half"]
     soak_result: Load = r["soak_result"]
     rss: list[float] = r["soak_rss"]
@@ -737,6 +741,10 @@ def write_report(**r: Any) -> None:
         f"| served fraction at c=4 (img/s / raw best-batch img/s) | {frac4:.2f} "
         "| >= 0.7 (aim 0.85) |",
         f"| served fraction at saturation | {frac_sat:.2f} | |",
+        f"| server CPU per request at c=16 / CPU it got | {top.server_cpu_ms:.2f} ms / "
+        f"{top.rps * top.server_cpu_ms / 1000:.2f} cores of {r['threads']} | |",
+        f"| ceiling if the server had all {r['threads']} cores: {r['threads']} / (server + "
+        f"vegeta CPU per request) | {ceiling:.0f} req/s = fraction {ceiling / raw_best:.2f} | |",
         f"| p99 / p50 at half of peak ({r['peak_now'] / 2:.0f} req/s, open loop, half of "
         f"{r['peak_now']:.0f} req/s at c=16 measured just before; load avg "
         f"{half.load_avg:.1f}) | {half.p99_ms:.1f} / {half.p50_ms:.1f} ms = {p99_ratio:.2f} "
