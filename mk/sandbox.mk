@@ -60,3 +60,16 @@ TEST_TARGETS += e2e
 bench-sandbox: e2e ## sandbox benchmark (scenario sync times, warm start, cold builds) -> docs/benchmarks.md
 	$(BIN)/python -m bench.sandbox
 .PHONY: bench-sandbox
+
+# What a fresh machine pays for `.ci/run`: a clean clone of HEAD with empty per-user caches (uv,
+# pip, Go modules and build cache, the sandbox binaries) and a new debootstrap base image name.
+# Debian packages installed earlier stay installed (they cost ~1-2 min more on a new machine).
+bench-ci-cold: ## time .ci/run from a clean clone with empty caches (slow: ~20 min) -> stdout
+	@work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; \
+	  git clone -q "$(ROOT)" "$$work/clone" && mkdir -p "$$work/cache" && cd "$$work/clone" && \
+	  CI=true XDG_CACHE_HOME="$$work/cache" BASE_IMAGE_NAME=elpv-base-cold-$$$$ \
+	    /usr/bin/time -f '>> bench-ci-cold: .ci/run took %e s wall, %U s user, %S s system' \
+	    bash .ci/run < /dev/null; \
+	  for f in "$$work"/cache/elpv-gitops/sandbox/build-logs/*.time; do \
+	    printf '>> cold build %-24s %s\n' "$$(basename $$f .time)" "$$(grep -E 'Elapsed' $$f | sed 's/.*: //')"; done
+.PHONY: bench-ci-cold
