@@ -557,10 +557,9 @@ def main(argv: list[str] | None = None) -> None:
                 "max_batch_size": str(size),
                 "max_batch_wait_ms": str(wait),
             }
-        if defaults.model_threads != threads:  # the interpreter-threads decision
-            configs[f"service, interpreter threads {threads}"] = {
-                "interpreter_threads": str(threads)
-            }
+        if threads > 1:  # the interpreter-threads decision: the other end of the range
+            other = 1 if defaults.model_threads != 1 else threads
+            configs[f"service, interpreter threads {other}"] = {"interpreter_threads": str(other)}
         raw_near: dict[int, float] = {}
         for name, settings in configs.items():
             if name == product:
@@ -687,8 +686,7 @@ def write_report(**r: Any) -> None:
         "",
         f"Command: `make bench-serving` (bench/serving.py). Machine: {machine_line()}. "
         f"Model: {r['model_source']}. CPUs: {r['threads']} (the quota; decode pool size), "
-        f"interpreter threads: {r['model_threads']} (`INTERPRETER_THREADS` default: one core "
-        "left to HTTP + decoding). "
+        f"interpreter threads: {r['model_threads']} (`INTERPRETER_THREADS` default). "
         f"Load: vegeta on the same machine (client and server share the cores), one 300x300 "
         f"ELPV PNG per request, keep-alive, {r['seconds']:.0f} s per step after a warm-up. "
         "Other work on the machine at the time shows in the load-average column.",

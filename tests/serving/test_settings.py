@@ -54,9 +54,9 @@ def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize(
     ("inference", "interpreter", "expected"),
-    [(1, None, 1), (2, None, 1), (4, None, 3), (2, 2, 2), (1, 3, 3)],
+    [(1, None, 1), (2, None, 2), (4, None, 4), (2, 1, 1), (1, 3, 3)],
 )
-def test_model_threads_leave_one_core_for_decoding_unless_set(
+def test_model_threads_follow_the_cpu_budget_unless_set(
     monkeypatch: pytest.MonkeyPatch, inference: int, interpreter: int | None, expected: int
 ) -> None:
     monkeypatch.setenv("CLASSIFIER_INFERENCE_THREADS", str(inference))
@@ -65,7 +65,7 @@ def test_model_threads_leave_one_core_for_decoding_unless_set(
     else:
         monkeypatch.delenv("CLASSIFIER_INTERPRETER_THREADS", raising=False)
     settings = Settings()
-    # The decode pool keeps the whole CPU budget; only the interpreter gives a core back.
+    # The decode pool always gets the whole CPU budget; the interpreter can be set apart.
     assert (settings.threads, settings.model_threads) == (inference, expected)
 
 
@@ -88,7 +88,8 @@ def test_invalid_values_are_refused_with_the_field_name(
 
 
 def test_app_sizes_interpreter_and_decode_pool_from_the_settings(tiny_model_dir: Path) -> None:
-    service = create_app(make_settings(tiny_model_dir, inference_threads=2)).state.service
-    assert service.model.threads == 1  # one core left to HTTP + decoding
+    settings = make_settings(tiny_model_dir, inference_threads=2, interpreter_threads=1)
+    service = create_app(settings).state.service
+    assert service.model.threads == 1
     assert service.decode_pool._max_workers == 2
     service.decode_pool.shutdown()

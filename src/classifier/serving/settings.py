@@ -33,11 +33,10 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # None = the CPUs this process may use (cgroup cpu.max quota, else its affinity mask).
     inference_threads: Annotated[int | None, Field(ge=1, le=256)] = None
-    # Threads inside each LiteRT call. None = INFERENCE_THREADS - 1 (at least 1): one core is
-    # left to HTTP parsing and image decoding, which run beside every model call. Measured on 2
-    # cores: this small CNN runs faster in-process on 1 thread than on 2 and costs ~10 % less
-    # CPU per image; served req/s side by side is the same (docs/serving.md, "Where the time
-    # goes").
+    # Threads inside each LiteRT call. None = INFERENCE_THREADS. On 2 free cores the model runs
+    # 2x faster on 2 threads (1184 vs 610 img/s) and the service serves as much or more (c=1 p50
+    # 3.1 vs 4.4 ms); on cores contended by other work, 1 thread costs ~10 % less CPU per image.
+    # Set 1 on crowded nodes (docs/serving.md, "Where the time goes").
     interpreter_threads: Annotated[int | None, Field(ge=1, le=256)] = None
     # Micro-batching: concurrent requests are coalesced into one model call of at most this many
     # images; 1 turns it off. Interleaved A/B on 2 cores: +13 % req/s at concurrency 16, even at
@@ -66,5 +65,5 @@ class Settings(BaseSettings):
 
     @property
     def model_threads(self) -> int:
-        """Threads inside each model call: the explicit setting or one fewer than `threads`."""
-        return self.interpreter_threads or max(1, self.threads - 1)
+        """Threads inside each model call: the explicit setting or `threads`."""
+        return self.interpreter_threads or self.threads
