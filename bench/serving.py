@@ -529,7 +529,9 @@ def main(argv: list[str] | None = None) -> None:
         log(f"model: {model_source}; CPUs {threads}, interpreter threads {defaults.model_threads}")
         # Raw at the service's interpreter thread count and at all the CPUs: the served
         # fraction divides by the best of them, whichever the service uses.
-        raws = {t: raw_throughput(model_dir, t) for t in sorted({defaults.model_threads, threads})}
+        raws = {
+            t: raw_throughput(model_dir, t) for t in sorted({1, defaults.model_threads, threads})
+        }
         best_threads, best_batch = max(
             ((t, b) for t, r in raws.items() for b in r), key=lambda tb: raws[tb[0]][tb[1]]
         )
