@@ -545,6 +545,18 @@ def main(argv: list[str] | None = None) -> None:
 
         variants: dict[str, dict[int, Load]] = {}
         starts: dict[str, tuple[float, float, float]] = {}
+
+        def measure_server(name: str, server: Server) -> None:
+            """Sweep the concurrency levels, record start-up and memory, stop the server."""
+            servers.append(server)
+            variants[name] = sweep(server, body, args.seconds)
+            starts[name] = (
+                server.ready_s,
+                server.rss_ready_mib,
+                proc_status(server.process.pid, "VmHWM"),
+            )
+            server.stop()
+
         product = (
             f"service (defaults: max batch {defaults.max_batch_size}, "
             f"wait {defaults.max_batch_wait_ms:g} ms)"
@@ -569,29 +581,15 @@ def main(argv: list[str] | None = None) -> None:
                 # divided into, so the served fraction compares like with like.
                 raw_near = raw_throughput(model_dir, best_threads, batches=(1, best_batch))
             log(f"served: {name}")
-            server = start_service(model_dir, workdir, "service", **settings)
-            servers.append(server)
-            variants[name] = sweep(server, body, args.seconds)
-            starts[name] = (
-                server.ready_s,
-                server.rss_ready_mib,
-                proc_status(server.process.pid, "VmHWM"),
-            )
-            server.stop()
+            measure_server(name, start_service(model_dir, workdir, "service", **settings))
         for name, module in {
             "baseline: Keras predict() per request": "bench.baselines.keras_predict_server",
             "baseline: TensorFlow tf.function": "bench.baselines.tf_runtime_server",
         }.items():
             log(f"served: {name}")
-            server = start_baseline(module, model_dir, workdir, name.split(":")[1].strip())
-            servers.append(server)
-            variants[name] = sweep(server, body, args.seconds)
-            starts[name] = (
-                server.ready_s,
-                server.rss_ready_mib,
-                proc_status(server.process.pid, "VmHWM"),
+            measure_server(
+                name, start_baseline(module, model_dir, workdir, name.split(":")[1].strip())
             )
-            server.stop()
 
         log(f"micro-batching A/B, interleaved, {args.ab_rounds} rounds")
         ab = batching_ab(model_dir, workdir, body, args.ab_rounds, min(args.seconds, 6))
