@@ -52,8 +52,8 @@ def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]
     from classifier.pipeline.prepare import load_split, prepare
     from classifier.pipeline.train import (
         TrainConfig,
-        build_model,
         make_deterministic,
+        model_for,
         train_model,
         training_targets,
     )
@@ -73,9 +73,7 @@ def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]
     config = TrainConfig.from_params(section(params, "train"), seed=seed)
     make_deterministic(seed)
     train, val, test = (load_split(out, name) for name in ("train", "val", "test"))
-    model = build_model(
-        (size, size), config.filters, config.dropout, config.convs_per_block, config.bn_momentum
-    )
+    model = model_for(config, size)
     targets = training_targets(train, config.soft_targets)
     started = time.monotonic()
     history = train_model(model, (train["x"], targets), (val["x"], val["y"]), config)

@@ -109,7 +109,7 @@ def build_pipeline_architecture(out: Path) -> None:
 
     sys.path.insert(0, str(ROOT / "tests"))
     from classifier.pipeline.export import export_bundle
-    from classifier.pipeline.train import TrainConfig, build_model, make_deterministic
+    from classifier.pipeline.train import TrainConfig, make_deterministic, model_for
     from conftest import tiny_training_images  # type: ignore[import-not-found]  # shared sampler
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -117,9 +117,7 @@ def build_pipeline_architecture(out: Path) -> None:
     size = arch["image_size"]
     config = TrainConfig.from_params(params["train"], seed=0)
     make_deterministic(0)
-    model = build_model(
-        (size, size), config.filters, config.dropout, config.convs_per_block, config.bn_momentum
-    )
+    model = model_for(config, size)
     x, _y, _types = tiny_training_images(size)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.keras")

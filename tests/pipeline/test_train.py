@@ -80,6 +80,22 @@ def test_build_model_uses_the_given_batchnorm_momentum() -> None:
     assert momenta == {0.9}
 
 
+def test_avgmax_pooling_feeds_the_head_both_average_and_max_features() -> None:
+    avg = build_model((32, 32), filters=(4, 8), dropout=0.0, pooling="avg")
+    both = build_model((32, 32), filters=(4, 8), dropout=0.0, pooling="avgmax")
+    assert both.get_layer("gmp") is not None
+    # The head reads twice the features: average and max of the last block.
+    assert both.get_layer("p_defective").kernel.shape == (2 * 8, 1)
+    assert avg.get_layer("p_defective").kernel.shape == (8, 1)
+    out = both.predict(np.zeros((3, 32, 32, 1), np.float32), verbose=0)
+    assert out.shape == (3, 1)
+
+
+def test_build_model_rejects_an_unknown_pooling() -> None:
+    with pytest.raises(PipelineError, match="pooling must be one of"):
+        build_model((32, 32), filters=(4,), pooling="sum")
+
+
 def test_training_targets_are_the_graded_probabilities_when_soft() -> None:
     split = {
         "y": np.array([0, 0, 1, 1], np.float32),
@@ -112,7 +128,11 @@ def test_thresholded_accuracy_counts_soft_targets_by_their_side_of_one_half() ->
 
 @pytest.mark.parametrize(
     ("key", "value", "message"),
-    [("bn_momentum", 1.0, "bn_momentum"), ("warmup_epochs", -1, "warmup_epochs")],
+    [
+        ("bn_momentum", 1.0, "bn_momentum"),
+        ("warmup_epochs", -1, "warmup_epochs"),
+        ("pooling", "median", "train.pooling must be one of avg, avgmax"),
+    ],
 )
 def test_train_config_rejects_out_of_range_values(key: str, value: float, message: str) -> None:
     with pytest.raises(PipelineError, match=message):

@@ -48,6 +48,7 @@ from classifier.pipeline.common import (
 from classifier.pipeline.prepare import load_split
 
 MODEL_PATH = Path("models/model.keras")
+POOLINGS = ("avg", "avgmax")
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class TrainConfig:
     balance_classes: bool = False  # class weights n / (2 * n_class)
     bn_momentum: float = 0.9
     warmup_epochs: int = 1  # linear LR warmup before the cosine decay
+    pooling: str = "avg"  # global pooling before the head: "avg" or "avgmax" (both, concatenated)
 
     @classmethod
     def from_params(cls, cfg: dict[str, Any], seed: int) -> TrainConfig:
@@ -96,6 +98,7 @@ class TrainConfig:
             balance_classes=bool(cfg.get("balance_classes", False)),
             bn_momentum=float(cfg.get("bn_momentum", 0.9)),
             warmup_epochs=int(cfg.get("warmup_epochs", 1)),
+            pooling=str(cfg.get("pooling", "avg")),
         )
         if config.epochs < 1 or config.batch_size < 1 or not config.filters:
             raise PipelineError("train.epochs and train.batch_size must be >= 1, filters non-empty")
@@ -103,6 +106,10 @@ class TrainConfig:
             raise PipelineError(f"train.bn_momentum must be in (0, 1), got {config.bn_momentum}")
         if config.warmup_epochs < 0:
             raise PipelineError(f"train.warmup_epochs must be >= 0, got {config.warmup_epochs}")
+        if config.pooling not in POOLINGS:
+            raise PipelineError(
+                f"train.pooling must be one of {', '.join(POOLINGS)}, got {config.pooling!r}"
+            )
         return config
 
 
@@ -119,14 +126,17 @@ def build_model(
     dropout: float = 0.3,
     convs_per_block: int = 2,
     bn_momentum: float = 0.9,
+    pooling: str = "avg",
 ) -> keras.Model:
     """The classifier: (N, H, W, 1) in [0, 1] -> (N, 1) P(defective).
 
     Each block is `convs_per_block` 3x3 Conv-BN-ReLU layers and a 2x2 max-pool, except the
     first, which has one: at full resolution a second conv is the costliest layer of the model
     for little gain on a one-channel input. Global average pooling makes the head independent of
-    the input size, so the same builder serves 32x32 tests and full-size training.
-    `bn_momentum` < Keras' 0.99 lets the inference statistics keep up on short epochs.
+    the input size, so the same builder serves 32x32 tests and full-size training;
+    `pooling="avgmax"` concatenates global max pooling to it, so one small defect anywhere in
+    the cell is not averaged away. `bn_momentum` < Keras' 0.99 lets the inference statistics
+    keep up on short epochs.
     """
     inputs = keras.Input(shape=(input_size[0], input_size[1], 1), name="image")
     x = inputs
@@ -138,10 +148,32 @@ def build_model(
             x = keras.layers.BatchNormalization(momentum=bn_momentum, name=f"b{i}_bn{j}")(x)
             x = keras.layers.ReLU(name=f"b{i}_relu{j}")(x)
         x = keras.layers.MaxPooling2D(2, name=f"b{i}_pool")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    if pooling == "avgmax":
+        x = keras.layers.Concatenate(name="gap_gmp")(
+            [
+                keras.layers.GlobalAveragePooling2D(name="gap")(x),
+                keras.layers.GlobalMaxPooling2D(name="gmp")(x),
+            ]
+        )
+    elif pooling == "avg":
+        x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    else:
+        raise PipelineError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", name="p_defective")(x)
     return keras.Model(inputs, outputs, name="elpv_cnn")
+
+
+def model_for(config: TrainConfig, image_size: int) -> keras.Model:
+    """The model `config` describes, for square `image_size` inputs."""
+    return build_model(
+        (image_size, image_size),
+        config.filters,
+        config.dropout,
+        config.convs_per_block,
+        config.bn_momentum,
+        config.pooling,
+    )
 
 
 def augment_batch(
@@ -335,9 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     make_deterministic(config.seed)
     train_split, val_split = load_split(args.prepared, "train"), load_split(args.prepared, "val")
     size = int(base["image_size"])
-    model = build_model(
-        (size, size), config.filters, config.dropout, config.convs_per_block, config.bn_momentum
-    )
+    model = model_for(config, size)
     targets = training_targets(train_split, config.soft_targets)
     print(
         f"train: {len(train_split['x'])} train / {len(val_split['x'])} val images at "
