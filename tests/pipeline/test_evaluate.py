@@ -7,7 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from classifier.pipeline.evaluate import compute_metrics, evaluate_predictions, write_plots
+from classifier.pipeline.evaluate import (
+    compute_metrics,
+    evaluate_predictions,
+    worst_mistakes,
+    write_error_gallery,
+    write_plots,
+)
 
 
 def test_compute_metrics_on_a_known_confusion_matrix() -> None:
@@ -38,3 +44,40 @@ def test_write_plots_writes_pictures_and_plot_data(tmp_path: Path) -> None:
     names = {p.name for p in written}
     assert names == {"predictions.csv", "roc.csv", "roc.png", "confusion_matrix.png"}
     assert (tmp_path / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_worst_mistakes_orders_each_kind_by_confidence() -> None:
+    y = np.array([1, 1, 1, 0, 0, 0, 1])
+    p = np.array([0.05, 0.40, 0.90, 0.95, 0.60, 0.10, 0.50])  # P = threshold is "functional"
+    worst = worst_mistakes(y, p, 0.5, n=2)
+    np.testing.assert_array_equal(worst["missed defect"], [0, 1])  # 0.05 before 0.40; 6 cut
+    np.testing.assert_array_equal(worst["false alarm"], [3, 4])  # 0.95 before 0.60
+
+
+def test_error_gallery_draws_two_rows_of_mistakes(tmp_path: Path) -> None:
+    import matplotlib.image
+
+    images = np.random.default_rng(0).random((6, 8, 8, 1)).astype(np.float32)
+    y = np.array([1, 1, 1, 0, 0, 0])
+    p = np.array([0.05, 0.40, 0.90, 0.95, 0.60, 0.10])
+    worst = write_error_gallery(
+        images, y, p, np.array(["mono"] * 6), 0.5, tmp_path / "errors.png", per_row=3, dpi=40
+    )
+    assert {k: len(v) for k, v in worst.items()} == {"missed defect": 2, "false alarm": 2}
+    picture = matplotlib.image.imread(tmp_path / "errors.png")
+    assert picture.shape[1] > picture.shape[0]  # a wide picture: two rows of three panels
+
+
+def test_error_gallery_with_no_mistakes_still_writes_a_picture(tmp_path: Path) -> None:
+    images = np.zeros((2, 8, 8, 1), np.float32)
+    worst = write_error_gallery(
+        images,
+        np.array([0, 1]),
+        np.array([0.1, 0.9]),
+        np.array(["poly"] * 2),
+        0.5,
+        tmp_path / "errors.png",
+        dpi=40,
+    )
+    assert all(len(v) == 0 for v in worst.values())
+    assert (tmp_path / "errors.png").read_bytes()[:4] == b"\x89PNG"

@@ -97,7 +97,7 @@ def test_dvc_repro_runs_every_stage_on_a_generated_dataset(project: Path) -> Non
     assert card.data_hash == dir_md5(project / "generated")  # not ELPV's: it says what it saw
     assert (card.input.height, card.input.width) == (32, 32)
     assert card.params["base"]["data_dir"] == "generated"
-    for picture in ("confusion_matrix.png", "roc.png", "training_history.png"):
+    for picture in ("confusion_matrix.png", "roc.png", "errors.png", "training_history.png"):
         assert (project / "plots" / picture).read_bytes()[:4] == b"\x89PNG"
     assert (project / "dvc.lock").is_file()
 

@@ -3,7 +3,8 @@ with `export`'s parity check).
 
 Writes `metrics/metrics.json` (headline: accuracy, balanced accuracy, ROC AUC, F1; confusion
 matrix; the same per cell type), DVC plot data `plots/roc.csv` and `plots/predictions.csv`, and
-the pictures `plots/confusion_matrix.png` and `plots/roc.png`.
+the pictures `plots/confusion_matrix.png`, `plots/roc.png` and `plots/errors.png` (the test
+cells the model gets most wrong, as it sees them: what to look at before changing the recipe).
 """
 
 from __future__ import annotations
@@ -145,6 +146,62 @@ def write_plots(
     return written
 
 
+def worst_mistakes(
+    y_true: npt.NDArray[Any], p_defective: npt.NDArray[Any], threshold: float, n: int
+) -> dict[str, npt.NDArray[np.intp]]:
+    """Indices of the `n` most confident mistakes of each kind: missed defects (defective, lowest
+    P first) and false alarms (functional, highest P first)."""
+    y = np.asarray(y_true).astype(int).ravel()
+    p = np.asarray(p_defective, dtype=np.float64).ravel()
+    missed = np.flatnonzero((y == 1) & (p <= threshold))
+    false_alarms = np.flatnonzero((y == 0) & (p > threshold))
+    return {
+        "missed defect": missed[np.argsort(p[missed], kind="stable")][:n],
+        "false alarm": false_alarms[np.argsort(-p[false_alarms], kind="stable")][:n],
+    }
+
+
+def write_error_gallery(
+    images: npt.NDArray[Any],
+    y_true: npt.NDArray[Any],
+    p_defective: npt.NDArray[Any],
+    cell_types: npt.NDArray[Any],
+    threshold: float,
+    out_path: Path,
+    per_row: int = 8,
+    dpi: int = 100,
+) -> dict[str, npt.NDArray[np.intp]]:
+    """A picture of `worst_mistakes`, as the model sees the cells (preprocessed): missed defects
+    on top, false alarms below, each titled with its P(defective) and cell type."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    p = np.asarray(p_defective, dtype=np.float64).ravel()
+    y = np.asarray(y_true).astype(int).ravel()
+    worst = worst_mistakes(y, p, threshold, per_row)
+    fig, axes = plt.subplots(2, per_row, figsize=(1.6 * per_row, 4.0), squeeze=False)
+    for (kind, picked), row in zip(worst.items(), axes, strict=True):
+        for k, ax in enumerate(row):
+            ax.set_axis_off()
+            if k < len(picked):
+                i = picked[k]
+                ax.imshow(np.asarray(images[i])[..., 0], cmap="gray", vmin=0.0, vmax=1.0)
+                ax.set_title(f"{kind}\nP={p[i]:.2f} {cell_types[i]}", fontsize=7)
+    pred = p > threshold
+    fig.suptitle(
+        f"Test cells the model gets most wrong: {int(np.sum((y == 1) & ~pred))} missed defects, "
+        f"{int(np.sum((y == 0) & pred))} false alarms (defective when P > {threshold})",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_path, dpi=dpi)
+    plt.close(fig)
+    return worst
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -165,13 +222,22 @@ def main(argv: list[str] | None = None) -> None:
     metrics = evaluate_predictions(test["y"], p, test["type"], threshold)
     write_json(Path("metrics/metrics.json"), metrics)
     write_plots(test["y"], p, threshold, PLOTS_DIR, dpi=int(cfg["plot_dpi"]))
+    write_error_gallery(
+        test["x"],
+        test["y"],
+        p,
+        test["type"],
+        threshold,
+        PLOTS_DIR / "errors.png",
+        dpi=int(cfg["plot_dpi"]),
+    )
     per_type = ", ".join(f"{t} {m['accuracy']:.4f}" for t, m in metrics["per_cell_type"].items())
     print(
         f"evaluate: {metrics['images']} test images: accuracy {metrics['accuracy']:.4f}, "
         f"balanced {metrics['balanced_accuracy']}, ROC AUC {metrics['roc_auc']}, "
         f"F1 {metrics['f1']} "
         f"({per_type}) in {time.monotonic() - started:.0f}s -> metrics/metrics.json, "
-        "plots/confusion_matrix.png, plots/roc.png"
+        "plots/confusion_matrix.png, plots/roc.png, plots/errors.png"
     )
 
 
