@@ -97,6 +97,14 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {spread:.4f}"
 
 
+def augmentation(train: dict[str, Any]) -> str:
+    """The augmentation params in words, e.g. "flips, brightness 0.1, contrast 0.1"."""
+    aug = train.get("augment", {})
+    words = [name for name, key in (("flips", "flip"), ("rot90", "rot90")) if aug.get(key)]
+    words += [f"{key} {aug[key]}" for key in ("brightness", "contrast") if aug.get(key)]
+    return ", ".join(words) or "none"
+
+
 def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) -> str:
     base, train = params["base"], params["train"]
     lines = [
@@ -110,7 +118,7 @@ def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) 
         f"{train.get('bn_momentum', 0.9)}, "
         f"{'soft' if train.get('soft_targets', True) else 'binary'} targets, "
         f"{'class weights' if train.get('balance_classes', False) else 'no class weights'}, "
-        "flips/rot90 + brightness/contrast augmentation. "
+        f"global {train.get('pooling', 'avg')} pooling, augmentation: {augmentation(train)}. "
         "Split: stratified 75/25 by label and cell type, val = 15 % of train.",
         "",
         "| split seed | accuracy | balanced acc. | ROC AUC | F1 | mono acc. | poly acc. "

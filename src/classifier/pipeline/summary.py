@@ -15,6 +15,7 @@ ARTEFACTS = (
     "metrics/metrics.json",
     "plots/confusion_matrix.png",
     "plots/roc.png",
+    "plots/errors.png",
     "plots/training_history.png",
 )
 

@@ -2,8 +2,9 @@
 
 No pretrained weights (nothing can be downloaded here, and ELPV's grayscale EL images are far
 from ImageNet anyway). The data is small (~1,700 training cells), so the model is small too —
-Conv-BN-ReLU blocks, global average pooling, dropout — and every batch is augmented with the
-symmetries of a solar cell: flips and 90-degree rotations, plus mild brightness/contrast jitter.
+Conv-BN-ReLU blocks, global average + max pooling — and every batch is augmented with the
+symmetries ELPV cells keep: horizontal and vertical flips (busbars stay horizontal), plus mild
+brightness/contrast jitter.
 
 What made it work (measured on the validation split, docs/pipeline.md "Recipe"):
 - BatchNorm momentum 0.9, not Keras' 0.99: an epoch is only ~50 steps, and with 0.99 the
@@ -14,8 +15,9 @@ What made it work (measured on the validation split, docs/pipeline.md "Recipe"):
   Every metric stays binary (defective when P > base.threshold).
 - No class weights by default: they move the 0.5 decision point towards "defective" and cost
   accuracy, the metric the gate checks (`train.balance_classes: true` brings them back).
-- Adam with a linear warmup then cosine decay; early stopping on validation AUC keeps the best
-  epoch.
+- No 90-degree rotations and no dropout: the model underfits, and both slowed fitting (rot90
+  also shows it vertical busbars, which never occur).
+- Adam with a linear warmup then cosine decay; the epoch with the best validation AUC is kept.
 
 Writes `models/model.keras`, `metrics/train.json` and `plots/training_history.{csv,png}`.
 """
