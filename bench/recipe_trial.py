@@ -1,0 +1,113 @@
+"""One recipe trial on the validation split: params.yaml plus overrides, never the test split.
+
+    .venv/bin/python -m bench.recipe_trial --set train.dropout=0.3 --set train.augment.rot90=true
+    .venv/bin/python -m bench.recipe_trial --set base.image_size=256 \
+        --set 'train.filters=[8, 16, 32, 64, 128, 256]'
+
+For the rows of docs/pipeline.md "Recipe": the pipeline's own prepare, model builder, batches,
+schedule and loss (`train_model`, which keeps the best validation-AUC epoch), one split seed
+(`base.seed`). Prints that model's validation accuracy and AUC and its accuracy per cell type
+and expert probability, so a recipe is chosen before the test split is read. Each value of
+`--set` is parsed as YAML. Slow: one full training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from classifier.pipeline.common import load_params, section
+
+
+def apply_override(params: dict[str, Any], assignment: str) -> None:
+    """Set `a.b.c=value` (value parsed as YAML) in `params`; the key must already exist."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.dropout=0.3")
+    *parents, leaf = key.split(".")
+    node: Any = params
+    for name in parents:
+        if not isinstance(node, dict) or name not in node:
+            raise SystemExit(f"--set {assignment!r}: params.yaml has no section {name!r}")
+        node = node[name]
+    if not isinstance(node, dict) or leaf not in node:
+        raise SystemExit(f"--set {assignment!r}: params.yaml has no key {key!r}")
+    node[leaf] = yaml.safe_load(raw)
+
+
+def run_trial(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from classifier.pipeline.prepare import load_split, prepare
+    from classifier.pipeline.train import (
+        TrainConfig,
+        make_deterministic,
+        model_for,
+        train_model,
+        training_targets,
+    )
+
+    base, prep = section(params, "base"), section(params, "prepare")
+    size, seed = int(base["image_size"]), int(base["seed"])
+    prepare(
+        Path(base["data_dir"]),
+        workdir,
+        image_size=size,
+        threshold=float(base["threshold"]),
+        test_fraction=float(prep["test_fraction"]),
+        val_fraction=float(prep["val_fraction"]),
+        seed=seed,
+    )
+    config = TrainConfig.from_params(section(params, "train"), seed=seed)
+    make_deterministic(seed)
+    train, val = load_split(workdir, "train"), load_split(workdir, "val")
+    model = model_for(config, size)
+    targets = training_targets(train, config.soft_targets)
+    history = train_model(model, (train["x"], targets), (val["x"], val["y"]), config)
+    p = model.predict(val["x"], batch_size=64, verbose=0).ravel()
+    right = (p > float(base["threshold"])) == (val["y"] > 0.5)
+    groups = {
+        f"{t} p={q:.2f}": float(right[(val["type"] == t) & np.isclose(val["p"], q)].mean())
+        for t in sorted(set(val["type"].tolist()))
+        for q in sorted(set(val["p"].tolist()))
+        if np.any((val["type"] == t) & np.isclose(val["p"], q))
+    }
+    return {
+        "val_accuracy": float(right.mean()),
+        "val_auc": float(roc_auc_score(val["y"], p)),
+        "train_accuracy_last_epoch": history["accuracy"][-1],
+        "epochs": len(history["loss"]),
+        "accuracy_by_type_and_probability": groups,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    args = parser.parse_args(argv)
+    params = load_params(args.params)
+    for assignment in args.overrides:
+        apply_override(params, assignment)
+    with tempfile.TemporaryDirectory(prefix="recipe-trial-") as tmp:
+        result = run_trial(params, Path(tmp))
+    print(f"recipe-trial: {' '.join(args.overrides) or 'params.yaml as it is'}")
+    print(
+        f"recipe-trial: val accuracy {result['val_accuracy']:.3f}, val AUC "
+        f"{result['val_auc']:.3f}, train accuracy {result['train_accuracy_last_epoch']:.3f} "
+        f"after {result['epochs']} epochs"
+    )
+    for group, accuracy in result["accuracy_by_type_and_probability"].items():
+        print(f"recipe-trial:   {group}: accuracy {accuracy:.3f}")
+
+
+if __name__ == "__main__":
+    main()
