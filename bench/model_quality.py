@@ -46,9 +46,11 @@ def flops_per_image(model: Any) -> int:
     return int(total)
 
 
-def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    from classifier.pipeline.evaluate import evaluate_predictions
-    from classifier.pipeline.export import export_tflite
+def split_and_train(
+    params: dict[str, Any], seed: int, out: Path
+) -> tuple[Any, dict[str, list[float]], float]:
+    """The pipeline's prepare (split `seed`) into `out`, then its training on that split, as
+    `dvc repro` does; returns (model, per-epoch history, training seconds)."""
     from classifier.pipeline.prepare import load_split, prepare
     from classifier.pipeline.train import (
         TrainConfig,
@@ -60,7 +62,6 @@ def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]
 
     base, prep = section(params, "base"), section(params, "prepare")
     size = int(base["image_size"])
-    out = workdir / f"seed-{seed}"
     prepare(
         Path(base["data_dir"]),
         out,
@@ -72,14 +73,25 @@ def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]
     )
     config = TrainConfig.from_params(section(params, "train"), seed=seed)
     make_deterministic(seed)
-    train, val, test = (load_split(out, name) for name in ("train", "val", "test"))
+    train, val = load_split(out, "train"), load_split(out, "val")
     model = model_for(config, size)
     targets = training_targets(train, config.soft_targets)
     started = time.monotonic()
     history = train_model(model, (train["x"], targets), (val["x"], val["y"]), config)
-    seconds = time.monotonic() - started
+    return model, history, time.monotonic() - started
+
+
+def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    from classifier.pipeline.evaluate import evaluate_predictions
+    from classifier.pipeline.export import export_tflite
+    from classifier.pipeline.prepare import load_split
+
+    out = workdir / f"seed-{seed}"
+    model, history, seconds = split_and_train(params, seed, out)
+    test = load_split(out, "test")
     p = model.predict(test["x"], batch_size=64, verbose=0).ravel()
-    metrics = evaluate_predictions(test["y"], p, test["type"], float(base["threshold"]))
+    threshold = float(section(params, "base")["threshold"])
+    metrics = evaluate_predictions(test["y"], p, test["type"], threshold)
     tflite = export_tflite(model, out / "model.tflite")
     return {
         "seed": seed,

@@ -46,32 +46,12 @@ def run_trial(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from classifier.pipeline.prepare import load_split, prepare
-    from classifier.pipeline.train import (
-        TrainConfig,
-        make_deterministic,
-        model_for,
-        train_model,
-        training_targets,
-    )
+    from bench.model_quality import split_and_train
+    from classifier.pipeline.prepare import load_split
 
-    base, prep = section(params, "base"), section(params, "prepare")
-    size, seed = int(base["image_size"]), int(base["seed"])
-    prepare(
-        Path(base["data_dir"]),
-        workdir,
-        image_size=size,
-        threshold=float(base["threshold"]),
-        test_fraction=float(prep["test_fraction"]),
-        val_fraction=float(prep["val_fraction"]),
-        seed=seed,
-    )
-    config = TrainConfig.from_params(section(params, "train"), seed=seed)
-    make_deterministic(seed)
-    train, val = load_split(workdir, "train"), load_split(workdir, "val")
-    model = model_for(config, size)
-    targets = training_targets(train, config.soft_targets)
-    history = train_model(model, (train["x"], targets), (val["x"], val["y"]), config)
+    base = section(params, "base")
+    model, history, _seconds = split_and_train(params, int(base["seed"]), workdir)
+    val = load_split(workdir, "val")
     p = model.predict(val["x"], batch_size=64, verbose=0).ravel()
     right = (p > float(base["threshold"])) == (val["y"] > 0.5)
     groups = {
