@@ -15,7 +15,6 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,15 @@ HEADLINE = ("accuracy", "balanced_accuracy", "roc_auc", "f1")
 
 
 def flops_per_image(model: Any) -> int:
-    """Multiply-adds x 2 of the conv and dense layers (BN, ReLU and pooling are negligible)."""
+    """Multiply-adds x 2 of the conv and dense layers (BN, ReLU and pooling are negligible),
+    summed over the members of an ensemble."""
     import keras
 
     total = 0
     for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
+        if isinstance(layer, keras.Model):
+            total += flops_per_image(layer)
+        elif isinstance(layer, keras.layers.Conv2D):
             _, h, w, c_out = layer.output.shape
             kh, kw = layer.kernel_size
             c_in = layer.input.shape[-1]
@@ -46,19 +48,11 @@ def flops_per_image(model: Any) -> int:
     return int(total)
 
 
-def split_and_train(
-    params: dict[str, Any], seed: int, out: Path
-) -> tuple[Any, dict[str, list[float]], float]:
+def split_and_train(params: dict[str, Any], seed: int, out: Path) -> Any:
     """The pipeline's prepare (split `seed`) into `out`, then its training on that split, as
-    `dvc repro` does; returns (model, per-epoch history, training seconds)."""
+    `dvc repro` does (members seeded from `seed`); returns train.Trained."""
     from classifier.pipeline.prepare import load_split, prepare
-    from classifier.pipeline.train import (
-        TrainConfig,
-        make_deterministic,
-        model_for,
-        train_model,
-        training_targets,
-    )
+    from classifier.pipeline.train import TrainConfig, train_members, training_targets
 
     base, prep = section(params, "base"), section(params, "prepare")
     size = int(base["image_size"])
@@ -72,13 +66,9 @@ def split_and_train(
         seed=seed,
     )
     config = TrainConfig.from_params(section(params, "train"), seed=seed)
-    make_deterministic(seed)
     train, val = load_split(out, "train"), load_split(out, "val")
-    model = model_for(config, size)
     targets = training_targets(train, config.soft_targets)
-    started = time.monotonic()
-    history = train_model(model, (train["x"], targets), (val["x"], val["y"]), config)
-    return model, history, time.monotonic() - started
+    return train_members(config, size, (train["x"], targets), (val["x"], val["y"]))
 
 
 def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -87,7 +77,8 @@ def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]
     from classifier.pipeline.prepare import load_split
 
     out = workdir / f"seed-{seed}"
-    model, history, seconds = split_and_train(params, seed, out)
+    trained = split_and_train(params, seed, out)
+    model = trained.model
     test = load_split(out, "test")
     p = model.predict(test["x"], batch_size=64, verbose=0).ravel()
     threshold = float(section(params, "base")["threshold"])
@@ -96,8 +87,8 @@ def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]
     return {
         "seed": seed,
         "metrics": metrics,
-        "train_seconds": seconds,
-        "epochs": len(history["loss"]),
+        "train_seconds": trained.seconds,
+        "epochs": max(len(h["loss"]) for h in trained.histories),
         "tflite_bytes": tflite.stat().st_size,
         "flops": flops_per_image(model),
         "parameters": int(model.count_params()),

@@ -50,9 +50,9 @@ def run_trial(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     from classifier.pipeline.prepare import load_split
 
     base = section(params, "base")
-    model, history, _seconds = split_and_train(params, int(base["seed"]), workdir)
+    trained = split_and_train(params, int(base["seed"]), workdir)
     val = load_split(workdir, "val")
-    p = model.predict(val["x"], batch_size=64, verbose=0).ravel()
+    p = trained.model.predict(val["x"], batch_size=64, verbose=0).ravel()
     right = (p > float(base["threshold"])) == (val["y"] > 0.5)
     groups = {
         f"{t} p={q:.2f}": float(right[(val["type"] == t) & np.isclose(val["p"], q)].mean())
@@ -63,8 +63,11 @@ def run_trial(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     return {
         "val_accuracy": float(right.mean()),
         "val_auc": float(roc_auc_score(val["y"], p)),
-        "train_accuracy_last_epoch": history["accuracy"][-1],
-        "epochs": len(history["loss"]),
+        "train_accuracy_last_epoch": [h["accuracy"][-1] for h in trained.histories],
+        "member_val_accuracy": [
+            h["val_accuracy"][int(np.argmax(h["val_auc"]))] for h in trained.histories
+        ],
+        "epochs": max(len(h["loss"]) for h in trained.histories),
         "accuracy_by_type_and_probability": groups,
     }
 
@@ -82,9 +85,13 @@ def main(argv: list[str] | None = None) -> None:
     print(f"recipe-trial: {' '.join(args.overrides) or 'params.yaml as it is'}")
     print(
         f"recipe-trial: val accuracy {result['val_accuracy']:.3f}, val AUC "
-        f"{result['val_auc']:.3f}, train accuracy {result['train_accuracy_last_epoch']:.3f} "
-        f"after {result['epochs']} epochs"
+        f"{result['val_auc']:.3f}, train accuracy "
+        f"{' / '.join(f'{a:.3f}' for a in result['train_accuracy_last_epoch'])} after "
+        f"{result['epochs']} epochs"
     )
+    if len(result["member_val_accuracy"]) > 1:
+        accuracies = " / ".join(f"{a:.3f}" for a in result["member_val_accuracy"])
+        print(f"recipe-trial: members alone: val accuracy {accuracies}")
     for group, accuracy in result["accuracy_by_type_and_probability"].items():
         print(f"recipe-trial:   {group}: accuracy {accuracy:.3f}")
 

@@ -85,7 +85,8 @@ def prepare_model(out: Path) -> tuple[Path, str]:
 
 
 def _architecture(model_dir: Path | None) -> dict[str, Any]:
-    """image_size + filters of a bench model (its card), or of params.yaml now (None)."""
+    """image_size, filters, stem stride and ensemble size of a bench model (its card), or of
+    params.yaml now (None)."""
     import yaml
 
     if model_dir is None:
@@ -93,6 +94,8 @@ def _architecture(model_dir: Path | None) -> dict[str, Any]:
         return {
             "image_size": int(params["base"]["image_size"]),
             "filters": [int(f) for f in params["train"]["filters"]],
+            "stem_stride": int(params["train"].get("stem_stride", 1)),
+            "ensemble": int(params["train"].get("ensemble", 1)),
         }
     try:
         card = json.loads((model_dir / "model_card.json").read_text())
@@ -109,7 +112,12 @@ def build_pipeline_architecture(out: Path) -> None:
 
     sys.path.insert(0, str(ROOT / "tests"))
     from classifier.pipeline.export import export_bundle
-    from classifier.pipeline.train import TrainConfig, make_deterministic, model_for
+    from classifier.pipeline.train import (
+        TrainConfig,
+        average_members,
+        make_deterministic,
+        model_for,
+    )
     from conftest import tiny_training_images  # type: ignore[import-not-found]  # shared sampler
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -117,7 +125,9 @@ def build_pipeline_architecture(out: Path) -> None:
     size = arch["image_size"]
     config = TrainConfig.from_params(params["train"], seed=0)
     make_deterministic(0)
-    model = model_for(config, size)
+    model = average_members(
+        [model_for(config, size, f"elpv_cnn_member{i + 1}") for i in range(config.ensemble)]
+    )
     x, _y, _types = tiny_training_images(size)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.keras")

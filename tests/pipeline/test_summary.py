@@ -15,10 +15,18 @@ def test_summary_lines_report_metrics_per_type_and_artefacts() -> None:
         "confusion_matrix": {"tn": 2, "fp": 1, "fn": 0, "tp": 1},
         "per_cell_type": {"mono": {"accuracy": 1.0, "images": 2}},
     }
-    train = {"epochs_run": 3, "best_epoch": 2, "train_seconds": 90.0, "parameters": 1000}
+    train = {
+        "members": 2,
+        "epochs_run": 3,
+        "best_epochs": [2, 3],
+        "val_accuracy": 0.8,
+        "train_seconds": 90.0,
+        "parameters": 1000,
+    }
     export = {"tflite_bytes": 2048, "parity_max_abs_diff": 1e-7, "parity_tolerance": 1e-4}
     text = "\n".join(summary_lines(metrics, train, export))
     assert "accuracy 0.7500" in text
     assert "ROC AUC" not in text
     assert "mono 1.0000 (2 images)" in text
+    assert "2 member(s) x 3 epochs (best 2, 3)" in text
     assert "models/model.tflite" in text

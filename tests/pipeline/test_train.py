@@ -15,10 +15,14 @@ from classifier.pipeline.train import (
     ThresholdedAccuracy,
     TrainConfig,
     augment_batch,
+    average_members,
     build_model,
     class_weights,
     lr_schedule,
+    save_history,
+    train_members,
     train_model,
+    training_summary,
     training_targets,
 )
 
@@ -132,6 +136,9 @@ def test_thresholded_accuracy_counts_soft_targets_by_their_side_of_one_half() ->
         ("bn_momentum", 1.0, "bn_momentum"),
         ("warmup_epochs", -1, "warmup_epochs"),
         ("pooling", "median", "train.pooling must be one of avg, avgmax"),
+        ("ensemble", 0, "train.ensemble must be >= 1"),
+        ("stem_stride", 3, "train.stem_stride must be 1 or 2"),
+        ("weight_decay", -0.1, "train.weight_decay must be >= 0"),
     ],
 )
 def test_train_config_rejects_out_of_range_values(key: str, value: float, message: str) -> None:
@@ -178,3 +185,79 @@ def test_lr_schedule_caps_the_warmup_of_a_one_epoch_run() -> None:
     config = TrainConfig.from_params({**TRAIN_PARAMS, "epochs": 1, "warmup_epochs": 3}, seed=0)
     schedule = lr_schedule(config, steps_per_epoch=10)
     assert float(schedule(0)) == pytest.approx(1e-3)  # no warmup: straight to the decay
+
+
+def test_average_members_outputs_the_mean_of_the_members() -> None:
+    members = [build_model((32, 32), filters=(4,), dropout=0.0, name=f"m{i}") for i in range(3)]
+    for i, member in enumerate(members):  # distinct heads, so the members disagree
+        kernel, bias = member.get_layer("p_defective").get_weights()
+        member.get_layer("p_defective").set_weights([kernel + i, bias - i])
+    x = np.random.default_rng(0).random((5, 32, 32, 1)).astype(np.float32)
+    each = np.stack([m.predict(x, verbose=0) for m in members])
+    assert np.ptp(each, axis=0).max() > 0.01
+    ensemble = average_members(members)
+    np.testing.assert_allclose(ensemble.predict(x, verbose=0), each.mean(axis=0), atol=1e-6)
+    assert average_members(members[:1]) is members[0]
+
+
+def test_train_members_seeds_each_member_apart_and_member_one_is_the_single_model(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 32, 1)).astype(np.float32)
+    soft = np.array([0.0, 1 / 3, 2 / 3, 1.0] * 4, np.float32)
+    val = (x[:8], (soft[:8] > 0.5).astype(np.float32))
+    single = train_members(TrainConfig.from_params(TRAIN_PARAMS, seed=5), 32, (x, soft), val, 0)
+    pair = train_members(
+        TrainConfig.from_params({**TRAIN_PARAMS, "ensemble": 2}, seed=5), 32, (x, soft), val, 0
+    )
+    assert len(pair.histories) == 2
+    member1, member2 = (pair.model.get_layer(f"elpv_cnn_member{i}") for i in (1, 2))
+    out_single, out1, out2 = (m.predict(x, verbose=0) for m in (single.model, member1, member2))
+    np.testing.assert_allclose(out1, out_single, atol=1e-6)  # seed 5: same as one model
+    assert not np.allclose(out1, out2, atol=1e-4)  # seed 6: its own weights
+    # The saved ensemble is one model (one input, one output) that loads and averages.
+    pair.model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), (out1 + out2) / 2, atol=1e-6)
+    summary = training_summary(pair, {"x": val[0], "y": val[1]})
+    assert summary["members"] == 2
+    assert len(summary["best_epochs"]) == 2
+    assert summary["parameters"] == 2 * single.model.count_params()
+    assert 0.0 <= summary["val_accuracy"] <= 1.0
+
+
+def test_save_history_writes_one_row_per_member_and_epoch(tmp_path: Path) -> None:
+    histories = [
+        {"loss": [0.9, 0.5], "val_auc": [0.6, 0.7]},
+        {"loss": [0.8, 0.4], "val_auc": [0.65, 0.75]},
+    ]
+    save_history(histories, tmp_path / "h.csv", tmp_path / "h.png")
+    rows = (tmp_path / "h.csv").read_text().splitlines()
+    assert rows[0] == "member,epoch,loss,val_auc"
+    assert rows[1:] == ["1,1,0.9,0.6", "1,2,0.5,0.7", "2,1,0.8,0.65", "2,2,0.4,0.75"]
+    assert (tmp_path / "h.png").stat().st_size > 1000
+
+
+def test_a_strided_stem_halves_the_first_feature_map_and_nothing_else() -> None:
+    plain = build_model((64, 64), filters=(4, 8), dropout=0.0)
+    strided = build_model((64, 64), filters=(4, 8), dropout=0.0, stem_stride=2)
+    assert plain.get_layer("b0_conv0").output.shape[1:3] == (64, 64)
+    assert strided.get_layer("b0_conv0").output.shape[1:3] == (32, 32)
+    assert strided.count_params() == plain.count_params()
+    assert strided.predict(np.zeros((2, 64, 64, 1), np.float32), verbose=0).shape == (2, 1)
+    with pytest.raises(PipelineError, match="stem_stride must be 1 or 2"):
+        build_model((64, 64), filters=(4,), stem_stride=4)
+
+
+def test_weight_decay_shrinks_the_weights() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 32, 1)).astype(np.float32)
+    y = np.array([0.0, 1.0] * 8, np.float32)
+
+    def kernel_norm(weight_decay: float) -> float:
+        config = TrainConfig.from_params({**TRAIN_PARAMS, "weight_decay": weight_decay}, seed=0)
+        model = train_members(config, 32, (x, y), (x, y), 0).model
+        return float(np.linalg.norm(model.get_layer("b1_conv0").kernel.numpy()))
+
+    assert kernel_norm(1000.0) < 0.5 * kernel_norm(0.0)
