@@ -6,7 +6,7 @@ ML_ENV      := PATH="$(BIN):$$PATH" TF_CPP_MIN_LOG_LEVEL=2
 # Training shares the machine: lower its priority so interactive work stays responsive.
 ML_NICE     ?= nice -n 10
 
-.PHONY: pipeline data dvc-push gate pipeline-summary bench-model
+.PHONY: pipeline data dvc-push gate pipeline-summary bench-model bench-members
 
 data: setup ## get data/raw: `dvc pull`, else rebuild from the elpv-dataset package (hash-checked)
 	@if $(DVC) status data.dvc 2>/dev/null | grep -q 'up to date'; then \
@@ -36,5 +36,8 @@ gate: setup ## metric gate: the model card vs the floor in params.yaml and overl
 dvc-push: setup ## push data and pipeline outputs to the default DVC remote
 	$(DVC) push
 
-bench-model: setup ## model quality over 3 split seeds -> docs/benchmarks.md (slow: ~1 h on 2 cores)
+bench-model: setup ## model quality over 3 split seeds -> docs/benchmarks.md (slow: ~30 min on 2 cores)
 	$(ML_ENV) $(ML_NICE) $(BIN)/python -m bench.model_quality
+
+bench-members: setup ## inference cost of the ensemble vs one member -> docs/benchmarks.md (~1 min)
+	$(ML_ENV) $(BIN)/python -m bench.members_cost
