@@ -18,7 +18,7 @@ def test_summary_lines_report_metrics_per_type_and_artefacts() -> None:
     train = {
         "members": 2,
         "epochs_run": 3,
-        "best_epochs": [2, 3],
+        "per_member": {"member_1": {"best_epoch": 2}, "member_2": {"best_epoch": 3}},
         "val_accuracy": 0.8,
         "train_seconds": 90.0,
         "parameters": 1000,

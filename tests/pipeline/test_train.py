@@ -222,7 +222,8 @@ def test_train_members_seeds_each_member_apart_and_member_one_is_the_single_mode
     np.testing.assert_allclose(loaded.predict(x, verbose=0), (out1 + out2) / 2, atol=1e-6)
     summary = training_summary(pair, {"x": val[0], "y": val[1]})
     assert summary["members"] == 2
-    assert len(summary["best_epochs"]) == 2
+    assert list(summary["per_member"]) == ["member_1", "member_2"]
+    assert all(1 <= m["best_epoch"] <= 2 for m in summary["per_member"].values())
     assert summary["parameters"] == 2 * single.model.count_params()
     assert 0.0 <= summary["val_accuracy"] <= 1.0
 

@@ -438,7 +438,8 @@ def save_history(
 
 def training_summary(trained: Trained, val: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
     """metrics/train.json: the saved model's validation accuracy and AUC (the members averaged,
-    each at its best-validation-AUC epoch), plus per-member best epochs, time and size."""
+    each at its best-validation-AUC epoch), each member's best epoch and validation scores (a
+    dict per member, not lists, so `dvc metrics show` lists them), time and size."""
     from sklearn.metrics import roc_auc_score
 
     p = trained.model.predict(val["x"], batch_size=64, verbose=0).ravel()
@@ -447,8 +448,14 @@ def training_summary(trained: Trained, val: dict[str, npt.NDArray[Any]]) -> dict
     return {
         "members": len(trained.histories),
         "epochs_run": max(len(h["loss"]) for h in trained.histories),
-        "best_epochs": [b + 1 for b in best],
-        "member_val_auc": [h["val_auc"][b] for h, b in zip(trained.histories, best, strict=True)],
+        "per_member": {
+            f"member_{i}": {
+                "best_epoch": b + 1,
+                "val_auc": h["val_auc"][b],
+                "val_accuracy": h["val_accuracy"][b],
+            }
+            for i, (h, b) in enumerate(zip(trained.histories, best, strict=True), start=1)
+        },
         "val_accuracy": float(np.mean((p > 0.5) == y)),
         "val_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None,
         "train_seconds": round(trained.seconds, 1),
@@ -483,9 +490,11 @@ def main(argv: list[str] | None = None) -> None:
     save_history(
         trained.histories, Path("plots/training_history.csv"), Path("plots/training_history.png")
     )
+    auc = "n/a" if summary["val_auc"] is None else f"{summary['val_auc']:.4f}"
+    best_epochs = ", ".join(str(m["best_epoch"]) for m in summary["per_member"].values())
     print(
-        f"train: val accuracy {summary['val_accuracy']:.4f}, AUC {summary['val_auc']} "
-        f"({config.ensemble} member(s), best epochs {summary['best_epochs']}) in "
+        f"train: val accuracy {summary['val_accuracy']:.4f}, AUC {auc} "
+        f"({config.ensemble} member(s), best epochs {best_epochs}) in "
         f"{trained.seconds:.0f}s -> {MODEL_PATH}, metrics/train.json, plots/training_history.png"
     )
 
