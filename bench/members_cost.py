@@ -14,32 +14,15 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np
-
 from bench.model_quality import flops_per_image
 from bench.report import machine_line, write_section
+from bench.serving import tflite_throughput
 
 MODEL = Path("models/model.keras")
-
-
-def images_per_second(tflite: Path, image_size: int, seconds: float, threads: int) -> float:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(tflite), num_threads=threads)
-    interpreter.allocate_tensors()
-    index = interpreter.get_input_details()[0]["index"]
-    x = np.random.default_rng(0).random((1, image_size, image_size, 1)).astype(np.float32)
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        interpreter.set_tensor(index, x)
-        interpreter.invoke()
-        done += 1
-    return done / (time.perf_counter() - started)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -68,7 +51,8 @@ def main(argv: list[str] | None = None) -> None:
         sizes = {name: export_tflite(m, path).stat().st_size for name, (m, path) in models.items()}
         for round_ in range(1, args.rounds + 1):
             for name, (_m, path) in models.items():
-                rates[name].append(images_per_second(path, size, args.seconds, args.threads))
+                rate = tflite_throughput(path, (size, size, 1), args.threads, args.seconds, (1,))
+                rates[name].append(rate[1])
             print(
                 f"bench-members: round {round_}: "
                 + ", ".join(f"{name} {r[-1]:.0f} img/s" for name, r in rates.items()),

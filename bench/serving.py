@@ -164,13 +164,25 @@ def raw_throughput(
     seconds: float = 2.0,
     batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
 ) -> dict[int, float]:
-    from ai_edge_litert.interpreter import Interpreter
-
+    """Images per second of `model_dir`'s model.tflite by batch size (input shape from its card)."""
     from classifier.model_card import ModelCard
 
     card = ModelCard.load(model_dir / "model_card.json")
     shape = (card.input.height, card.input.width, 1)
-    it = Interpreter(model_path=str(model_dir / "model.tflite"), num_threads=threads)
+    return tflite_throughput(model_dir / "model.tflite", shape, threads, seconds, batches)
+
+
+def tflite_throughput(
+    tflite: Path,
+    shape: tuple[int, int, int],
+    threads: int,
+    seconds: float = 2.0,
+    batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32),
+) -> dict[int, float]:
+    """Images per second of one .tflite file by batch size, after a short warm-up."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(tflite), num_threads=threads)
     index = it.get_input_details()[0]["index"]
     out_index = it.get_output_details()[0]["index"]
     rng = np.random.default_rng(0)
