@@ -52,7 +52,7 @@ def split_and_train(params: dict[str, Any], seed: int, out: Path) -> Any:
     """The pipeline's prepare (split `seed`) into `out`, then its training on that split, as
     `dvc repro` does (members seeded from `seed`); returns train.Trained."""
     from classifier.pipeline.prepare import load_split, prepare
-    from classifier.pipeline.train import TrainConfig, train_members, training_targets
+    from classifier.pipeline.train import TrainConfig, fitting_data, train_members
 
     base, prep = section(params, "base"), section(params, "prepare")
     size = int(base["image_size"])
@@ -67,8 +67,7 @@ def split_and_train(params: dict[str, Any], seed: int, out: Path) -> Any:
     )
     config = TrainConfig.from_params(section(params, "train"), seed=seed)
     train, val = load_split(out, "train"), load_split(out, "val")
-    targets = training_targets(train, config.soft_targets)
-    return train_members(config, size, (train["x"], targets), (val["x"], val["y"]))
+    return train_members(config, size, fitting_data(train, val, config), (val["x"], val["y"]))
 
 
 def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -104,7 +103,8 @@ def augmentation(train: dict[str, Any]) -> str:
     """The augmentation params in words, e.g. "flips, brightness 0.1, contrast 0.1"."""
     aug = train.get("augment", {})
     words = [name for name, key in (("flips", "flip"), ("rot90", "rot90")) if aug.get(key)]
-    words += [f"{key} {aug[key]}" for key in ("brightness", "contrast") if aug.get(key)]
+    keys = ("brightness", "contrast", "shift", "rotate", "scale")
+    words += [f"{key} {aug[key]}" for key in keys if aug.get(key)]
     return ", ".join(words) or "none"
 
 
@@ -121,7 +121,9 @@ def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) 
         f"{train.get('bn_momentum', 0.9)}, "
         f"{'soft' if train.get('soft_targets', True) else 'binary'} targets, "
         f"{'class weights' if train.get('balance_classes', False) else 'no class weights'}, "
-        f"global {train.get('pooling', 'avg')} pooling, augmentation: {augmentation(train)}. "
+        f"global {train.get('pooling', 'avg')} pooling, augmentation: {augmentation(train)}, "
+        f"{train.get('ensemble', 1)} member(s)"
+        f"{', refit on train + val (last epoch kept)' if train.get('refit') else ''}. "
         "Split: stratified 75/25 by label and cell type, val = 15 % of train.",
         "",
         "| split seed | accuracy | balanced acc. | ROC AUC | F1 | mono acc. | poly acc. "

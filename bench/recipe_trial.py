@@ -80,6 +80,11 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     for assignment in args.overrides:
         apply_override(params, assignment)
+    if section(params, "train").get("refit"):
+        raise SystemExit(
+            "recipe_trial scores the validation split, which train.refit trains on: "
+            "set train.refit=false (judge a refit over split seeds with `make bench-model`)"
+        )
     with tempfile.TemporaryDirectory(prefix="recipe-trial-") as tmp:
         result = run_trial(params, Path(tmp))
     print(f"recipe-trial: {' '.join(args.overrides) or 'params.yaml as it is'}")

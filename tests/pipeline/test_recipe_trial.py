@@ -50,3 +50,14 @@ def test_override_rejects_bad_assignments_and_changes_nothing(
     with pytest.raises(SystemExit, match=message):
         apply_override(p, assignment)
     assert p == params()
+
+
+def test_a_refit_is_refused_because_it_trains_on_the_split_a_trial_scores(
+    tmp_path: Path,
+) -> None:
+    from bench.recipe_trial import main
+
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text("base: {seed: 1}\ntrain: {refit: false}\n")
+    with pytest.raises(SystemExit, match=r"train\.refit trains on"):
+        main(["--params", str(params_file), "--set", "train.refit=true"])

@@ -28,5 +28,9 @@ def test_summary_lines_report_metrics_per_type_and_artefacts() -> None:
     assert "accuracy 0.7500" in text
     assert "ROC AUC" not in text
     assert "mono 1.0000 (2 images)" in text
-    assert "2 member(s) x 3 epochs (best 2, 3)" in text
+    assert "2 member(s) x 3 epochs (kept 2, 3), val accuracy 0.8000" in text
     assert "models/model.tflite" in text
+    # After a refit the validation split was trained on: no validation accuracy to show.
+    refit = {**train, "refit": True, "val_accuracy": None}
+    text = "\n".join(summary_lines(metrics, refit, export))
+    assert "(kept 2, 3), refit on train + val, 1.5 min" in text

@@ -18,6 +18,7 @@ from classifier.pipeline.train import (
     average_members,
     build_model,
     class_weights,
+    fitting_data,
     lr_schedule,
     save_history,
     train_members,
@@ -61,6 +62,51 @@ def test_augment_batch_is_repeatable_and_stays_in_range() -> None:
     np.testing.assert_array_equal(a, b)
     assert a.min() >= 0.0
     assert a.max() <= 1.0
+
+
+def _dot(size: int, row: int, col: int) -> np.ndarray:
+    img = np.zeros((1, size, size, 1), np.float32)
+    img[0, row, col, 0] = 1.0
+    return img
+
+
+def test_geometric_jitter_moves_pixels_by_at_most_its_bounds() -> None:
+    aug = Augmentation(flip=False, rot90=False, brightness=0.0, contrast=0.0, shift=0.1)
+    x = _dot(41, 20, 20)  # 0.1 of 41 px: up to 4.1 px either way
+    moved = []
+    for seed in range(20):
+        out = augment_batch(x, aug, np.random.default_rng(seed))[0, :, :, 0]
+        row, col = np.unravel_index(np.argmax(out), out.shape)
+        assert abs(row - 20) <= 5
+        assert abs(col - 20) <= 5
+        moved.append((row, col) != (20, 20))
+    assert any(moved)
+
+
+def test_geometric_jitter_rotates_about_the_centre() -> None:
+    aug = Augmentation(flip=False, rot90=False, brightness=0.0, contrast=0.0, rotate=30.0)
+    x = _dot(41, 20, 35)  # 15 px right of the centre
+    for seed in range(10):
+        out = augment_batch(x, aug, np.random.default_rng(seed))[0, :, :, 0]
+        row, col = np.unravel_index(np.argmax(out), out.shape)
+        radius = np.hypot(row - 20, col - 20)
+        assert 13.5 <= radius <= 16.5  # a rotation keeps the distance to the centre
+        assert abs(np.degrees(np.arctan2(row - 20, col - 20))) <= 33.0
+
+
+def test_geometric_jitter_off_is_the_identity_and_on_stays_in_range() -> None:
+    x = np.random.default_rng(0).random((4, 16, 16, 1)).astype(np.float32)
+    off = Augmentation(flip=False, rot90=False, brightness=0.0, contrast=0.0)
+    np.testing.assert_array_equal(augment_batch(x, off, np.random.default_rng(1)), x)
+    on = Augmentation(
+        flip=False, rot90=False, brightness=0.0, contrast=0.0, shift=0.1, rotate=5.0, scale=0.1
+    )
+    out = augment_batch(x, on, np.random.default_rng(1))
+    assert out.shape == x.shape
+    assert out.dtype == np.float32
+    assert out.min() >= 0.0
+    assert out.max() <= 1.0
+    assert not np.allclose(out, x)
 
 
 def test_class_weights_make_both_classes_count_equally() -> None:
@@ -139,9 +185,12 @@ def test_thresholded_accuracy_counts_soft_targets_by_their_side_of_one_half() ->
         ("ensemble", 0, "train.ensemble must be >= 1"),
         ("stem_stride", 3, "train.stem_stride must be 1 or 2"),
         ("weight_decay", -0.1, "train.weight_decay must be >= 0"),
+        ("augment", {"shift": 0.6}, "shift and scale must be in"),
+        ("augment", {"rotate": -1}, "rotate in"),
+        ("augment", {"scale": 0.5}, "shift and scale must be in"),
     ],
 )
-def test_train_config_rejects_out_of_range_values(key: str, value: float, message: str) -> None:
+def test_train_config_rejects_out_of_range_values(key: str, value: Any, message: str) -> None:
     with pytest.raises(PipelineError, match=message):
         TrainConfig.from_params({**TRAIN_PARAMS, key: value}, seed=0)
 
@@ -226,6 +275,43 @@ def test_train_members_seeds_each_member_apart_and_member_one_is_the_single_mode
     assert all(1 <= m["best_epoch"] <= 2 for m in summary["per_member"].values())
     assert summary["parameters"] == 2 * single.model.count_params()
     assert 0.0 <= summary["val_accuracy"] <= 1.0
+
+
+def test_fitting_data_adds_the_validation_split_only_for_a_refit() -> None:
+    def split(n: int, offset: float) -> dict[str, Any]:
+        p = np.linspace(0.0, 1.0, n, dtype=np.float32)
+        return {"x": np.full((n, 4, 4, 1), offset, np.float32), "y": (p > 0.5) * 1.0, "p": p}
+
+    train, val = split(6, 0.0), split(3, 1.0)
+    x, targets = fitting_data(train, val, TrainConfig.from_params(TRAIN_PARAMS, seed=0))
+    np.testing.assert_array_equal(x, train["x"])
+    np.testing.assert_array_equal(targets, train["p"])
+    refit = TrainConfig.from_params({**TRAIN_PARAMS, "refit": True}, seed=0)
+    x, targets = fitting_data(train, val, refit)
+    assert len(x) == 9
+    np.testing.assert_array_equal(x[6:], val["x"])
+    np.testing.assert_array_equal(targets[6:], val["p"])  # soft targets for val images too
+
+
+def test_a_refit_runs_every_epoch_without_validation_and_reports_no_validation_scores() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 32, 1)).astype(np.float32)
+    soft = np.array([0.0, 1 / 3, 2 / 3, 1.0] * 4, np.float32)
+    val = (x[:8], (soft[:8] > 0.5).astype(np.float32))
+    config = TrainConfig.from_params({**TRAIN_PARAMS, "epochs": 3, "patience": 1, "refit": True}, 0)
+    trained = train_members(config, 32, (x, soft), val, 0)
+    history = trained.histories[0]
+    assert len(history["loss"]) == 3  # patience does not apply: no validation to stop on
+    assert not any(key.startswith("val_") for key in history)
+    summary = training_summary(trained, {"x": val[0], "y": val[1]}, refit=True)
+    assert summary["refit"] is True
+    assert summary["per_member"]["member_1"] == {
+        "best_epoch": 3,
+        "val_auc": None,
+        "val_accuracy": None,
+    }
+    assert summary["val_accuracy"] is None
+    assert summary["val_auc"] is None
 
 
 def test_save_history_writes_one_row_per_member_and_epoch(tmp_path: Path) -> None:

@@ -42,10 +42,14 @@ def summary_lines(
         f"test split ({metrics['images']} images): {headline}",
         f"accuracy per cell type: {per_type}",
         f"confusion matrix: tn {cm['tn']}  fp {cm['fp']}  fn {cm['fn']}  tp {cm['tp']}",
-        f"training: {train['members']} member(s) x {train['epochs_run']} epochs (best "
+        f"training: {train['members']} member(s) x {train['epochs_run']} epochs (kept "
         f"{', '.join(str(m['best_epoch']) for m in train['per_member'].values())}), "
-        f"val accuracy {train['val_accuracy']:.4f}, "
-        f"{train['train_seconds'] / 60:.1f} min, {train['parameters']:,} parameters",
+        + (
+            "refit on train + val, "
+            if train.get("refit")
+            else f"val accuracy {train['val_accuracy']:.4f}, "
+        )
+        + f"{train['train_seconds'] / 60:.1f} min, {train['parameters']:,} parameters",
         f"export: {export['tflite_bytes'] / 1024:.0f} KiB .tflite, LiteRT vs Keras max |diff| "
         f"{export['parity_max_abs_diff']:.2e} (tolerance {export['parity_tolerance']:g})",
         "artefacts: " + ", ".join(ARTEFACTS),

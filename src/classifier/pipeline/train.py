@@ -64,6 +64,11 @@ class Augmentation:
     rot90: bool = True
     brightness: float = 0.1  # max additive shift, in [0, 1] pixel units
     contrast: float = 0.1  # max relative gain change
+    # Small geometric jitter, as the cell segmentation leaves it (all 0 = off): one bilinear
+    # affine warp per image, edges extended.
+    shift: float = 0.0  # max translation, as a fraction of the side
+    rotate: float = 0.0  # max rotation, degrees (busbars stay about horizontal)
+    scale: float = 0.0  # max relative zoom in or out
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,9 @@ class TrainConfig:
     stem_stride: int = 1  # stride of the first conv (2: read a 2x larger image at ~1x cost)
     weight_decay: float = 0.0  # decoupled (AdamW-style) weight decay; 0 = plain Adam
     ensemble: int = 1  # members trained with seeds seed, seed + 1, ...; the model averages them
+    # Fit on train + val for exactly `epochs` epochs and keep the last one. Only once the recipe
+    # was chosen on validation: the validation split is then training data, not a check.
+    refit: bool = False
 
     @classmethod
     def from_params(cls, cfg: dict[str, Any], seed: int) -> TrainConfig:
@@ -103,6 +111,9 @@ class TrainConfig:
                 rot90=bool(aug.get("rot90", True)),
                 brightness=float(aug.get("brightness", 0.0)),
                 contrast=float(aug.get("contrast", 0.0)),
+                shift=float(aug.get("shift", 0.0)),
+                rotate=float(aug.get("rotate", 0.0)),
+                scale=float(aug.get("scale", 0.0)),
             ),
             soft_targets=bool(cfg.get("soft_targets", True)),
             balance_classes=bool(cfg.get("balance_classes", False)),
@@ -112,6 +123,7 @@ class TrainConfig:
             stem_stride=int(cfg.get("stem_stride", 1)),
             weight_decay=float(cfg.get("weight_decay", 0.0)),
             ensemble=int(cfg.get("ensemble", 1)),
+            refit=bool(cfg.get("refit", False)),
         )
         if config.epochs < 1 or config.batch_size < 1 or not config.filters:
             raise PipelineError("train.epochs and train.batch_size must be >= 1, filters non-empty")
@@ -125,6 +137,14 @@ class TrainConfig:
             raise PipelineError(f"train.weight_decay must be >= 0, got {config.weight_decay}")
         if config.ensemble < 1:
             raise PipelineError(f"train.ensemble must be >= 1 (members), got {config.ensemble}")
+        geometry = config.augmentation
+        if not (
+            0 <= geometry.shift < 0.5 and 0 <= geometry.rotate <= 45 and 0 <= geometry.scale < 0.5
+        ):
+            raise PipelineError(
+                "train.augment: shift and scale must be in [0, 0.5) and rotate in [0, 45] degrees, "
+                f"got shift={geometry.shift}, scale={geometry.scale}, rotate={geometry.rotate}"
+            )
         if config.pooling not in POOLINGS:
             raise PipelineError(
                 f"train.pooling must be one of {', '.join(POOLINGS)}, got {config.pooling!r}"
@@ -215,10 +235,30 @@ def average_members(members: Sequence[keras.Model]) -> keras.Model:
     return keras.Model(inputs, outputs, name="elpv_cnn_ensemble")
 
 
+def _warp(img: npt.NDArray[np.float32], aug: Augmentation, rng: np.random.Generator) -> Any:
+    """A random rotation, zoom and shift of an (H, W, C) image about its centre."""
+    from scipy import ndimage
+
+    height, width = img.shape[:2]
+    angle = np.deg2rad(rng.uniform(-aug.rotate, aug.rotate))
+    zoom = 1.0 + rng.uniform(-aug.scale, aug.scale)
+    shift = rng.uniform(-aug.shift, aug.shift, size=2) * (height, width)
+    # ndimage maps each output pixel o to the input pixel matrix @ o + offset.
+    matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]) / zoom
+    centre = np.array([(height - 1) / 2.0, (width - 1) / 2.0])
+    offset = centre - matrix @ centre - shift
+    channels = [
+        ndimage.affine_transform(img[:, :, c], matrix, offset, order=1, mode="nearest")
+        for c in range(img.shape[2])
+    ]
+    return np.stack(channels, axis=-1)
+
+
 def augment_batch(
     x: npt.NDArray[np.float32], aug: Augmentation, rng: np.random.Generator
 ) -> npt.NDArray[np.float32]:
-    """Random symmetries of a square cell plus mild photometric jitter; values stay in [0, 1]."""
+    """Random symmetries of a square cell, optional small geometric jitter, mild photometric
+    jitter; values stay in [0, 1]."""
     out = x.copy()
     for i in range(len(out)):
         img = out[i]
@@ -228,6 +268,8 @@ def augment_batch(
             img = img[::-1, :]
         if aug.rot90 and img.shape[0] == img.shape[1]:
             img = np.rot90(img, k=int(rng.integers(4)), axes=(0, 1))
+        if aug.shift > 0 or aug.rotate > 0 or aug.scale > 0:
+            img = _warp(img, aug, rng)
         if aug.contrast > 0 or aug.brightness > 0:
             gain = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
             shift = rng.uniform(-aug.brightness, aug.brightness)
@@ -331,7 +373,8 @@ def train_model(
     """Fit `model` in place (best validation-AUC epoch restored); returns the per-epoch history.
 
     `train` is (images, targets): targets in [0, 1], soft or binary (see `training_targets`);
-    `val` is (images, binary labels).
+    `val` is (images, binary labels). With `config.refit`, `train` already holds the validation
+    images (`fitting_data`): `val` is not used, the run lasts `epochs` and ends at the last one.
     """
     x_train, y_train = train
     if config.balance_classes:
@@ -354,9 +397,9 @@ def train_model(
     ]
     history = model.fit(
         batches,
-        validation_data=val,
+        validation_data=None if config.refit else val,
         epochs=config.epochs,
-        callbacks=callbacks,
+        callbacks=[] if config.refit else callbacks,
         verbose=verbose,  # 2 = one line per epoch: progress without a progress bar in CI logs
     )
     # The saved .keras file records the compile config; keep only built-in objects in it so any
@@ -367,6 +410,20 @@ def train_model(
         metrics=[keras.metrics.AUC(name="auc")],
     )
     return {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def fitting_data(
+    train: dict[str, npt.NDArray[Any]], val: dict[str, npt.NDArray[Any]], config: TrainConfig
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """(images, targets) that the members fit: the training split, plus the validation split
+    when `config.refit`."""
+    x, targets = train["x"], training_targets(train, config.soft_targets)
+    if not config.refit:
+        return x, targets
+    return (
+        np.concatenate([x, val["x"]]),
+        np.concatenate([targets, training_targets(val, config.soft_targets)]),
+    )
 
 
 @dataclass(frozen=True)
@@ -436,28 +493,33 @@ def save_history(
     plt.close(fig)
 
 
-def training_summary(trained: Trained, val: dict[str, npt.NDArray[Any]]) -> dict[str, Any]:
+def training_summary(
+    trained: Trained, val: dict[str, npt.NDArray[Any]], refit: bool = False
+) -> dict[str, Any]:
     """metrics/train.json: the saved model's validation accuracy and AUC (the members averaged,
     each at its best-validation-AUC epoch), each member's best epoch and validation scores (a
-    dict per member, not lists, so `dvc metrics show` lists them), time and size."""
+    dict per member, not lists, so `dvc metrics show` lists them), time and size. After a
+    `refit` the validation split was training data: its scores are null, the epoch the last."""
     from sklearn.metrics import roc_auc_score
 
     p = trained.model.predict(val["x"], batch_size=64, verbose=0).ravel()
     y = val["y"] > 0.5
-    best = [int(np.argmax(h["val_auc"])) for h in trained.histories]
+    per_member = {}
+    for i, h in enumerate(trained.histories, start=1):
+        b = len(h["loss"]) - 1 if refit else int(np.argmax(h["val_auc"]))
+        per_member[f"member_{i}"] = {
+            "best_epoch": b + 1,
+            "val_auc": None if refit else h["val_auc"][b],
+            "val_accuracy": None if refit else h["val_accuracy"][b],
+        }
+    scored = not refit and 0 < y.sum() < len(y)
     return {
         "members": len(trained.histories),
         "epochs_run": max(len(h["loss"]) for h in trained.histories),
-        "per_member": {
-            f"member_{i}": {
-                "best_epoch": b + 1,
-                "val_auc": h["val_auc"][b],
-                "val_accuracy": h["val_accuracy"][b],
-            }
-            for i, (h, b) in enumerate(zip(trained.histories, best, strict=True), start=1)
-        },
-        "val_accuracy": float(np.mean((p > 0.5) == y)),
-        "val_auc": float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None,
+        "refit": refit,
+        "per_member": per_member,
+        "val_accuracy": float(np.mean((p > 0.5) == y)) if not refit else None,
+        "val_auc": float(roc_auc_score(y, p)) if scored else None,
         "train_seconds": round(trained.seconds, 1),
         "parameters": int(trained.model.count_params()),
     }
@@ -473,28 +535,34 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig.from_params(section(params, "train"), seed=int(base["seed"]))
     train_split, val_split = load_split(args.prepared, "train"), load_split(args.prepared, "val")
     size = int(base["image_size"])
-    targets = training_targets(train_split, config.soft_targets)
+    x, targets = fitting_data(train_split, val_split, config)
+    images = (
+        f"{len(x)} train + val images (refit: {config.epochs} epochs, the last kept)"
+        if config.refit
+        else f"{len(x)} train / {len(val_split['x'])} val images, up to {config.epochs} epochs"
+    )
     print(
-        f"train: {len(train_split['x'])} train / {len(val_split['x'])} val images at "
-        f"{size}x{size}, {config.ensemble} member(s), up to {config.epochs} epochs each, "
+        f"train: {images} at {size}x{size}, {config.ensemble} member(s), "
         f"{'soft' if config.soft_targets else 'binary'} targets",
         flush=True,
     )
-    trained = train_members(
-        config, size, (train_split["x"], targets), (val_split["x"], val_split["y"])
-    )
+    trained = train_members(config, size, (x, targets), (val_split["x"], val_split["y"]))
     MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
     trained.model.save(MODEL_PATH)
-    summary = training_summary(trained, val_split)
+    summary = training_summary(trained, val_split, config.refit)
     write_json(Path("metrics/train.json"), summary)
     save_history(
         trained.histories, Path("plots/training_history.csv"), Path("plots/training_history.png")
     )
     auc = "n/a" if summary["val_auc"] is None else f"{summary['val_auc']:.4f}"
     best_epochs = ", ".join(str(m["best_epoch"]) for m in summary["per_member"].values())
+    scores = (
+        "validation split trained on (refit)"
+        if config.refit
+        else f"val accuracy {summary['val_accuracy']:.4f}, AUC {auc}"
+    )
     print(
-        f"train: val accuracy {summary['val_accuracy']:.4f}, AUC {auc} "
-        f"({config.ensemble} member(s), best epochs {best_epochs}) in "
+        f"train: {scores} ({config.ensemble} member(s), kept epochs {best_epochs}) in "
         f"{trained.seconds:.0f}s -> {MODEL_PATH}, metrics/train.json, plots/training_history.png"
     )
 
