@@ -1,6 +1,8 @@
 """Model-quality benchmark: the pipeline's recipe over several split seeds.
 
-    make bench-model        # or: .venv/bin/python bench/model_quality.py [--seeds 42 1 2]
+    make bench-model        # or: .venv/bin/python -m bench.model_quality [--seeds 42 1 2]
+    # a trial against it, in its own section:
+    .venv/bin/python -m bench.model_quality --set train.refit=true --section model-quality-refit
 
 For each seed: a fresh stratified 75/25 split (val carved out of train), training from scratch
 with params.yaml's `train` section, evaluation on that seed's test split. Reports accuracy,
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -20,6 +23,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.recipe_trial import apply_override
 from bench.report import machine_line, write_section
 from classifier.pipeline.common import load_params, section
 
@@ -169,10 +173,27 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="K=V",
+        help="override a params key (value parsed as YAML), as in bench.recipe_trial",
+    )
+    parser.add_argument(
+        "--section",
+        default="model-quality",
+        help="docs/benchmarks.md section to write (give a trial its own, e.g. model-quality-refit)",
+    )
     args = parser.parse_args(argv)
     if len(args.seeds) < 1:
         parser.error("give at least one --seeds value")
+    if not re.fullmatch(r"[a-z0-9-]+", args.section):
+        parser.error(f"--section {args.section!r}: use lowercase letters, digits and dashes")
     params = load_params(args.params)
+    for assignment in args.overrides:
+        apply_override(params, assignment)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
         for seed in args.seeds:
@@ -180,13 +201,16 @@ def main(argv: list[str] | None = None) -> None:
             results.append(run_seed(seed, params, Path(tmp)))
             m = results[-1]["metrics"]
             print(f"bench-model: seed {seed}: accuracy {m['accuracy']:.4f}", flush=True)
+    flags = [f"--set {a}" for a in args.overrides]
+    flags += [] if args.section == "model-quality" else [f"--section {args.section}"]
+    flags += [] if args.seeds == [42, 1, 2] else ["--seeds " + " ".join(map(str, args.seeds))]
     command = (
         "make bench-model"
-        if args.seeds == [42, 1, 2]
-        else ("python bench/model_quality.py --seeds " + " ".join(map(str, args.seeds)))
+        if not flags
+        else " ".join([".venv/bin/python -m bench.model_quality", *flags])
     )
-    write_section("model-quality", render(results, params, command))
-    print("bench-model: wrote the model-quality section of docs/benchmarks.md")
+    write_section(args.section, render(results, params, command))
+    print(f"bench-model: wrote the {args.section} section of docs/benchmarks.md")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,62 @@
+"""bench/model_quality.py's command line: `--set` trials in their own section, and its errors."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import bench.model_quality as model_quality  # the repo root is not on the import path
+
+
+def fake_result(seed: int, params: dict[str, Any], _workdir: Path) -> dict[str, Any]:
+    """What run_seed returns, without the training (the CLI plumbing is under test here)."""
+    cell = {"accuracy": 0.8}
+    metrics = {"accuracy": 0.8, "balanced_accuracy": 0.7, "roc_auc": 0.9, "f1": 0.6}
+    return {
+        "seed": seed,
+        "metrics": {**metrics, "per_cell_type": {"mono": cell, "poly": cell}},
+        "train_seconds": 60.0,
+        "epochs": int(params["train"]["epochs"]),
+        "tflite_bytes": 2048,
+        "flops": 10**6,
+        "parameters": 100,
+    }
+
+
+def test_a_set_override_reaches_training_and_is_written_to_its_own_section(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written: dict[str, str] = {}
+    monkeypatch.setattr(model_quality, "run_seed", fake_result)
+    monkeypatch.setattr(model_quality, "write_section", written.__setitem__)
+    model_quality.main(["--seeds", "7", "--set", "train.epochs=3", "--section", "mq-trial"])
+    text = written["mq-trial"]
+    assert "--set train.epochs=3 --section mq-trial --seeds 7" in text
+    assert "up to 3 epochs" in text  # the override is what was trained and reported
+    assert "| 7 | 0.8000 |" in text
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--section", "Model Quality"], "lowercase letters, digits and dashes"),
+        (["--set", "train.nope=1"], "params.yaml has no key 'train.nope'"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_training(
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    message: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def no_training(*_args: Any) -> None:
+        raise AssertionError("trained despite bad arguments")
+
+    monkeypatch.setattr(model_quality, "run_seed", no_training)
+    with pytest.raises(SystemExit) as exc:
+        model_quality.main(argv)
+    assert message in str(exc.value) + capsys.readouterr().err
