@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--child", help=argparse.SUPPRESS)  # setting name, weights path
+    # Internal: the child process trains one setting and saves its weights to --weights.
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--weights", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.epochs < 2 or args.rounds < 1:
