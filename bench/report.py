@@ -31,10 +31,40 @@ def machine_line() -> str:
     return f"{cpu}, {cores} cores, {datetime.now(UTC):%Y-%m-%d}"
 
 
+_MARKER = re.compile(r"<!-- (BEGIN|END) (\S+) -->")
+
+
+def section_names(text: str) -> list[str]:
+    """The sections of `text` in order; ValueError unless each BEGIN is closed by its own END
+    before the next BEGIN (a section inside another would be lost when the outer is rewritten)."""
+    names: list[str] = []
+    open_name: str | None = None
+    for match in _MARKER.finditer(text):
+        kind, name = match.groups()
+        if kind == "BEGIN":
+            if open_name is not None:
+                raise ValueError(f"section {name!r} begins inside section {open_name!r}")
+            if name in names:
+                raise ValueError(f"section {name!r} appears twice")
+            open_name = name
+        elif name != open_name:
+            raise ValueError(f"END {name!r} without its BEGIN (open section: {open_name!r})")
+        else:
+            names.append(name)
+            open_name = None
+    if open_name is not None:
+        raise ValueError(f"section {open_name!r} has no END")
+    return names
+
+
 def write_section(name: str, markdown: str, path: Path = BENCHMARKS_MD) -> None:
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     block = f"{begin}\n{markdown.strip()}\n{end}"
     text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
+    try:
+        section_names(text)
+    except ValueError as err:
+        raise SystemExit(f"{path}: {err}: fix the markers by hand, then rerun") from None
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
     text = (
         pattern.sub(lambda _m: block, text)
