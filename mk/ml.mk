@@ -36,7 +36,7 @@ gate: setup ## metric gate: the model card vs the floor in params.yaml and overl
 dvc-push: setup ## push data and pipeline outputs to the default DVC remote
 	$(DVC) push
 
-bench-model: setup ## model quality over 3 split seeds -> docs/benchmarks.md (slow: ~30 min on 2 cores)
+bench-model: setup ## model quality over 3 split seeds -> docs/benchmarks.md (slow: ~50 min on 2 cores)
 	$(ML_ENV) $(ML_NICE) $(BIN)/python -m bench.model_quality
 
 bench-members: setup ## inference cost of the ensemble vs one member -> docs/benchmarks.md (~1 min)
