@@ -185,6 +185,8 @@ def test_thresholded_accuracy_counts_soft_targets_by_their_side_of_one_half() ->
         ("ensemble", 0, "train.ensemble must be >= 1"),
         ("stem_stride", 3, "train.stem_stride must be 1 or 2"),
         ("weight_decay", -0.1, "train.weight_decay must be >= 0"),
+        ("ema_momentum", 1.0, "train.ema_momentum must be in"),
+        ("ema_momentum", -0.5, "train.ema_momentum must be in"),
         ("augment", {"shift": 0.6}, "shift and scale must be in"),
         ("augment", {"rotate": -1}, "rotate in"),
         ("augment", {"scale": 0.5}, "shift and scale must be in"),
@@ -348,3 +350,27 @@ def test_weight_decay_shrinks_the_weights() -> None:
         return float(np.linalg.norm(model.get_layer("b1_conv0").kernel.numpy()))
 
     assert kernel_norm(1000.0) < 0.5 * kernel_norm(0.0)
+
+
+def test_ema_validates_and_keeps_the_averaged_weights() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 32, 1)).astype(np.float32)
+    soft = np.array([0.0, 1 / 3, 2 / 3, 1.0] * 4, np.float32)
+    val = (x[:8], (soft[:8] > 0.5).astype(np.float32))
+
+    def fit(ema_momentum: float) -> tuple[keras.Model, dict[str, list[float]]]:
+        params = {**TRAIN_PARAMS, "epochs": 4, "patience": 4, "ema_momentum": ema_momentum}
+        trained = train_members(TrainConfig.from_params(params, seed=0), 32, (x, soft), val, 0)
+        return trained.model, trained.histories[0]
+
+    plain, _ = fit(0.0)
+    averaged, history = fit(0.9)
+    # The averaged weights are what is kept: same seed and batches, different weights...
+    assert not np.allclose(
+        averaged.get_layer("b1_conv0").kernel.numpy(), plain.get_layer("b1_conv0").kernel.numpy()
+    )
+    # ...and they are what validation scored: the kept model's validation loss is the one the
+    # history reports for the best epoch (raw weights scored, averaged kept, would differ).
+    best = int(np.argmax(history["val_auc"]))
+    loss = averaged.evaluate(val[0], val[1], verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(history["val_loss"][best], rel=1e-4)
