@@ -4,17 +4,22 @@
     .venv/bin/python -m bench.recipe_trial --set base.image_size=256 \
         --set 'train.filters=[8, 16, 32, 64, 128, 256]'
 
+    .venv/bin/python -m bench.recipe_trial --seeds 42 1 2 --set train.ensemble=3
+
 For the rows of docs/pipeline.md "Recipe": the pipeline's own prepare, model builder, batches,
 schedule and loss (`train_model`, which keeps the best validation-AUC epoch), one split seed
-(`base.seed`). Prints that model's validation accuracy and AUC and its accuracy per cell type
-and expert probability, so a recipe is chosen before the test split is read. Each value of
-`--set` is parsed as YAML. Slow: one full training.
+(`base.seed`) or each of `--seeds`. Prints the model's validation accuracy and AUC and its
+accuracy per cell type and expert probability (with several seeds: per seed, then the mean and
+spread), so a recipe is chosen before a test split is read. Each value of `--set` is parsed as
+YAML. Slow: one full training per seed.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
+import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -76,6 +81,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="K=V")
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", metavar="SEED", help="split seeds (default: base.seed)"
+    )
     args = parser.parse_args(argv)
     params = load_params(args.params)
     for assignment in args.overrides:
@@ -85,20 +93,47 @@ def main(argv: list[str] | None = None) -> None:
             "recipe_trial scores the validation split, which train.refit trains on: "
             "set train.refit=false (judge a refit over split seeds with `make bench-model`)"
         )
-    with tempfile.TemporaryDirectory(prefix="recipe-trial-") as tmp:
-        result = run_trial(params, Path(tmp))
+    seeds = args.seeds or [int(section(params, "base")["seed"])]
+    if len(set(seeds)) < len(seeds):
+        parser.error(f"--seeds {' '.join(map(str, seeds))}: each split seed once")
+    results = []
+    for seed in seeds:
+        seeded = copy.deepcopy(params)
+        seeded["base"]["seed"] = seed
+        if len(seeds) > 1:
+            print(
+                f"recipe-trial: split seed {seed} ({len(results) + 1} of {len(seeds)})", flush=True
+            )
+        with tempfile.TemporaryDirectory(prefix="recipe-trial-") as tmp:
+            results.append(run_trial(seeded, Path(tmp)))
     print(f"recipe-trial: {' '.join(args.overrides) or 'params.yaml as it is'}")
+    for seed, result in zip(seeds, results, strict=True):
+        report(result, f"recipe-trial: split seed {seed}: " if len(seeds) > 1 else "recipe-trial: ")
+    if len(seeds) > 1:
+        print(f"recipe-trial: over split seeds {' '.join(map(str, seeds))}: {spread(results)}")
+
+
+def spread(results: list[dict[str, Any]]) -> str:
+    """'val accuracy m +/- s, val AUC m +/- s' over several trials."""
+    parts = []
+    for key, label in (("val_accuracy", "val accuracy"), ("val_auc", "val AUC")):
+        values = [r[key] for r in results]
+        parts.append(f"{label} {statistics.mean(values):.4f} +/- {statistics.stdev(values):.4f}")
+    return ", ".join(parts)
+
+
+def report(result: dict[str, Any], prefix: str) -> None:
     print(
-        f"recipe-trial: val accuracy {result['val_accuracy']:.3f}, val AUC "
+        f"{prefix}val accuracy {result['val_accuracy']:.3f}, val AUC "
         f"{result['val_auc']:.3f}, train accuracy "
         f"{' / '.join(f'{a:.3f}' for a in result['train_accuracy_last_epoch'])} after "
         f"{result['epochs']} epochs"
     )
     if len(result["member_val_accuracy"]) > 1:
         accuracies = " / ".join(f"{a:.3f}" for a in result["member_val_accuracy"])
-        print(f"recipe-trial: members alone: val accuracy {accuracies}")
+        print(f"{prefix}members alone: val accuracy {accuracies}")
     for group, accuracy in result["accuracy_by_type_and_probability"].items():
-        print(f"recipe-trial:   {group}: accuracy {accuracy:.3f}")
+        print(f"{prefix}  {group}: accuracy {accuracy:.3f}")
 
 
 if __name__ == "__main__":
