@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     seeds = args.seeds or [int(section(params, "base")["seed"])]
     if len(set(seeds)) < len(seeds):
         parser.error(f"--seeds {' '.join(map(str, seeds))}: each split seed once")
-    results = []
+    results: list[dict[str, Any]] = []
     for seed in seeds:
         seeded = copy.deepcopy(params)
         seeded["base"]["seed"] = seed
