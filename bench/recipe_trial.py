@@ -96,19 +96,17 @@ def main(argv: list[str] | None = None) -> None:
     seeds = args.seeds or [int(section(params, "base")["seed"])]
     if len(set(seeds)) < len(seeds):
         parser.error(f"--seeds {' '.join(map(str, seeds))}: each split seed once")
+    print(f"recipe-trial: {' '.join(args.overrides) or 'params.yaml as it is'}")
     results: list[dict[str, Any]] = []
     for seed in seeds:
         seeded = copy.deepcopy(params)
         seeded["base"]["seed"] = seed
+        prefix = f"recipe-trial: split seed {seed}: " if len(seeds) > 1 else "recipe-trial: "
         if len(seeds) > 1:
-            print(
-                f"recipe-trial: split seed {seed} ({len(results) + 1} of {len(seeds)})", flush=True
-            )
+            print(f"{prefix}training ({len(results) + 1} of {len(seeds)})", flush=True)
         with tempfile.TemporaryDirectory(prefix="recipe-trial-") as tmp:
             results.append(run_trial(seeded, Path(tmp)))
-    print(f"recipe-trial: {' '.join(args.overrides) or 'params.yaml as it is'}")
-    for seed, result in zip(seeds, results, strict=True):
-        report(result, f"recipe-trial: split seed {seed}: " if len(seeds) > 1 else "recipe-trial: ")
+        report(results[-1], prefix)  # as each seed ends: a stopped run keeps what it measured
     if len(seeds) > 1:
         print(f"recipe-trial: over split seeds {' '.join(map(str, seeds))}: {spread(results)}")
 
@@ -133,7 +131,7 @@ def report(result: dict[str, Any], prefix: str) -> None:
         accuracies = " / ".join(f"{a:.3f}" for a in result["member_val_accuracy"])
         print(f"{prefix}members alone: val accuracy {accuracies}")
     for group, accuracy in result["accuracy_by_type_and_probability"].items():
-        print(f"{prefix}  {group}: accuracy {accuracy:.3f}")
+        print(f"{prefix}  {group}: accuracy {accuracy:.3f}", flush=True)
 
 
 if __name__ == "__main__":
