@@ -25,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.recipe_trial import apply_override
 from bench.report import machine_line, write_section
-from classifier.pipeline.common import load_params, section
+from classifier.pipeline.common import input_channels, load_params, section
 
 # Deitsch et al., "Automatic classification of defective photovoltaic module cells in
 # electroluminescence images", Solar Energy 185 (2019): same data, same 75/25 protocol.
@@ -68,6 +68,7 @@ def split_and_train(params: dict[str, Any], seed: int, out: Path) -> Any:
         test_fraction=float(prep["test_fraction"]),
         val_fraction=float(prep["val_fraction"]),
         seed=seed,
+        channels=input_channels(base),
     )
     config = TrainConfig.from_params(section(params, "train"), seed=seed)
     train, val = load_split(out, "train"), load_split(out, "val")

@@ -19,7 +19,9 @@ TINY_SIZE = 32
 TINY_IMAGES_PER_CLASS = 8
 
 
-def tiny_training_images(size: int = TINY_SIZE) -> tuple[Any, Any, Any]:
+def tiny_training_images(
+    size: int = TINY_SIZE, channels: tuple[str, ...] = ("gray",)
+) -> tuple[Any, Any, Any]:
     """(x, y, cell types) for a few package images, half defective, through `preprocess`."""
     import numpy as np
     from PIL import Image
@@ -37,14 +39,16 @@ def tiny_training_images(size: int = TINY_SIZE) -> tuple[Any, Any, Any]:
         if all(len(v) == TINY_IMAGES_PER_CLASS for v in chosen.values()):
             break
     rows = [(rel, t, label) for label, items in chosen.items() for rel, t in items]
-    x = np.stack([preprocess(Image.open(source / rel), (size, size)) for rel, _, _ in rows])
+    x = np.stack(
+        [preprocess(Image.open(source / rel), (size, size), channels) for rel, _, _ in rows]
+    )
     y = np.array([label for _, _, label in rows], dtype=np.float32)
     types = np.array([t for _, t, _ in rows])
     return x, y, types
 
 
-def build_tiny_model_dir(out_dir: Path) -> Path:
-    """Train (1 epoch) and export a tiny CNN into `out_dir`; returns `out_dir`."""
+def build_tiny_model_dir(out_dir: Path, channels: tuple[str, ...] = ("gray",)) -> Path:
+    """Train (1 epoch) and export a tiny CNN reading `channels` into `out_dir`; returns it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from classifier.pipeline.evaluate import evaluate_predictions
     from classifier.pipeline.export import export_bundle
@@ -52,8 +56,10 @@ def build_tiny_model_dir(out_dir: Path) -> Path:
 
     config = TrainConfig(epochs=1, batch_size=8, filters=(4, 8), dropout=0.0, patience=1, seed=0)
     make_deterministic(config.seed)
-    x, y, types = tiny_training_images()
-    model = build_model((TINY_SIZE, TINY_SIZE), config.filters, config.dropout)
+    x, y, types = tiny_training_images(channels=channels)
+    model = build_model(
+        (TINY_SIZE, TINY_SIZE), config.filters, config.dropout, channels=len(channels)
+    )
     train_model(model, (x, y), (x, y), config, verbose=0)
     p = model.predict(x, verbose=0).ravel()
     metrics = evaluate_predictions(y, p, types, threshold=0.5)
@@ -67,6 +73,7 @@ def build_tiny_model_dir(out_dir: Path) -> Path:
         threshold=0.5,
         parity_images=x,
         parity_tolerance=1e-4,
+        channels=channels,
         extra={"purpose": "test fixture: trained for one epoch on 16 images, not a real model"},
     )
     return out_dir
@@ -76,3 +83,9 @@ def build_tiny_model_dir(out_dir: Path) -> Path:
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with `model.tflite` + `model_card.json` (32x32 input), built once a session."""
     return build_tiny_model_dir(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_darkest_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """As `tiny_model_dir`, for a model reading two planes: gray and darkest."""
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny_darkest"), ("gray", "darkest"))

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from classifier.imaging import UnsupportedImageMode, preprocess, to_grayscale
+from classifier.imaging import (
+    UnknownChannel,
+    UnsupportedImageMode,
+    min_filter_width,
+    preprocess,
+    to_grayscale,
+)
 
 
 def _gradient(width: int = 40, height: int = 30) -> np.ndarray:
@@ -57,3 +63,67 @@ def test_to_grayscale_rejects_unknown_mode() -> None:
     image = Image.new("HSV", (4, 4))
     with pytest.raises(UnsupportedImageMode, match="HSV"):
         to_grayscale(image)
+
+
+def _cell_with_crack(size: int = 300, crack_row: int = 151) -> Image.Image:
+    """A bright, flat 'cell' with a dark horizontal line one pixel wide: a thin crack."""
+    pixels = np.full((size, size), 200, dtype=np.uint8)
+    pixels[crack_row, 20:-20] = 40
+    return Image.fromarray(pixels, mode="L")
+
+
+@pytest.mark.parametrize("crack_row", [150, 151, 152])  # wherever it falls on the pixel grid
+def test_darkest_channel_keeps_a_thin_crack_that_the_resize_fades(crack_row: int) -> None:
+    out = preprocess(_cell_with_crack(crack_row=crack_row), (96, 96), ("gray", "darkest"))
+    assert out.shape == (96, 96, 2)
+    assert out.dtype == np.float32
+    background, depth = 200 / 255.0, 160 / 255.0
+    gray_depth = background - float(out[:, :, 0].min())
+    darkest_depth = background - float(out[:, :, 1].min())
+    # The ~3x downscale averages the one-pixel line to a third of its depth or less...
+    assert gray_depth < 0.35 * depth
+    # ...the minimum filter first widens it to the resize step: twice that depth or more.
+    assert darkest_depth > 0.6 * depth
+    assert darkest_depth > 2 * gray_depth
+    # Away from the crack both channels are the flat cell.
+    np.testing.assert_allclose(out[:20, :, :], background, atol=1e-6)
+
+
+def test_gray_channel_is_the_same_whatever_else_is_asked() -> None:
+    image = _cell_with_crack()
+    alone = preprocess(image, (96, 96))
+    both = preprocess(image, (96, 96), channels=("gray", "darkest"))
+    assert alone.shape == (96, 96, 1)
+    np.testing.assert_array_equal(both[:, :, :1], alone)
+    flipped = preprocess(image, (96, 96), channels=("darkest", "gray"))
+    np.testing.assert_array_equal(flipped[:, :, ::-1], both)
+
+
+@pytest.mark.parametrize(
+    ("native", "size", "width"),
+    [
+        ((300, 300), (96, 96), 3),
+        ((300, 300), (64, 64), 5),
+        ((300, 300), (150, 150), 3),
+        ((300, 300), (200, 200), 1),
+        ((64, 64), (64, 64), 1),
+        ((600, 300), (96, 96), 7),
+    ],
+)
+def test_min_filter_spans_one_resize_step(
+    native: tuple[int, int], size: tuple[int, int], width: int
+) -> None:
+    assert min_filter_width(native, size) == width
+
+
+def test_darkest_without_a_downscale_is_the_gray_cell() -> None:
+    pixels = _gradient().astype(np.uint8)
+    out = preprocess(Image.fromarray(pixels, mode="L"), (30, 40), channels=("darkest",))
+    np.testing.assert_array_equal(out[:, :, 0], pixels.astype(np.float32) / 255.0)
+
+
+@pytest.mark.parametrize("channels", [("grey",), (), ("gray", "gray")])
+def test_unknown_missing_or_repeated_channels_are_refused(channels: tuple[str, ...]) -> None:
+    image = _cell_with_crack(32, 16)
+    with pytest.raises(UnknownChannel, match="gray, darkest"):
+        preprocess(image, (16, 16), channels=channels)

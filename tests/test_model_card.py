@@ -69,3 +69,24 @@ def test_load_rejects_missing_field(tmp_path: Path) -> None:
     path.write_text(json.dumps(raw))
     with pytest.raises(ModelCardError, match="data_hash"):
         ModelCard.load(path)
+
+
+def test_a_card_without_channel_names_reads_gray_alone(tmp_path: Path) -> None:
+    raw = json.loads(_card().to_json())
+    del raw["input"]["channel_names"]  # cards exported before the field
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps(raw))
+    assert ModelCard.load(path).input.channel_names == ("gray",)
+
+
+def test_channel_names_round_trip_and_must_match_the_count(tmp_path: Path) -> None:
+    two = ModelInput(height=64, width=64, channels=2, channel_names=("gray", "darkest"))
+    card = ModelCard(**{**_card().__dict__, "input": two})
+    path = tmp_path / "card.json"
+    card.save(path)
+    assert ModelCard.load(path).input == two
+    raw = json.loads(card.to_json())
+    raw["input"]["channels"] = 1
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ModelCardError, match=r"channels is 1 but input\.channel_names lists 2"):
+        ModelCard.load(path)

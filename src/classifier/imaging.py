@@ -3,9 +3,11 @@ two can never drift apart. Pillow + NumPy only: the service must not need Tensor
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
+from PIL import Image, ImageFilter
 
 # Pillow modes we accept and how to bring each to 8-bit grayscale ("L").
 # 16-bit and 32-bit integer modes are rescaled by their real range, not clipped, so a 16-bit
@@ -15,8 +17,32 @@ SUPPORTED_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "CMYK", "
 SUPPORTED_MODES = SUPPORTED_MODES | _WIDE_INT_MODES
 
 
+# The input channels a model can ask for (params `base.channels`, recorded in the model card):
+# - "gray": the cell, resized to the model's input size.
+# - "darkest": each pixel's darkest neighbour at the native resolution (a minimum filter as wide
+#   as the resize step), then the same resize. A crack one or two pixels wide is averaged to a
+#   third of its contrast by a 3x downscale; after the minimum filter it keeps all of it.
+CHANNELS = ("gray", "darkest")
+GRAY_ONLY = ("gray",)
+
+
 class UnsupportedImageMode(ValueError):
     """The image's pixel mode cannot be mapped to grayscale."""
+
+
+class UnknownChannel(ValueError):
+    """A requested input channel is not one of `CHANNELS`."""
+
+
+def check_channels(channels: Sequence[str]) -> tuple[str, ...]:
+    """`channels` as a tuple, or UnknownChannel naming the offender and the choices."""
+    unknown = [c for c in channels if c not in CHANNELS]
+    if unknown or not channels or len(set(channels)) < len(channels):
+        raise UnknownChannel(
+            f"input channels {list(channels)!r}: each must be one of {', '.join(CHANNELS)}, "
+            "at least one, none twice"
+        )
+    return tuple(channels)
 
 
 def to_grayscale(image: Image.Image) -> Image.Image:
@@ -39,14 +65,44 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     return image.convert("L")
 
 
-def preprocess(image: Image.Image, size: tuple[int, int]) -> npt.NDArray[np.float32]:
-    """Grayscale, resize to `size` = (height, width) and scale to [0, 1].
+def min_filter_width(native: tuple[int, int], size: tuple[int, int]) -> int:
+    """The odd minimum-filter width that spans one resize step from `native` (width, height)
+    to `size` (height, width): 3 for ELPV's 300 px -> 96 px, 1 (no filter) below a 2x step."""
+    step = max(native[0] / size[1], native[1] / size[0])
+    return 2 * int(step // 2) + 1
 
-    Returns an array of shape (height, width, 1), dtype float32: one row of the model's input.
+
+def describe(channels: Sequence[str]) -> str:
+    """`preprocess` in words, for the model card (other clients must reproduce it)."""
+    text = "grayscale, bilinear resize to height x width, scale to [0, 1]"
+    if tuple(channels) == GRAY_ONLY:
+        return text
+    words = {
+        "gray": "gray: that image",
+        "darkest": "darkest: a minimum filter at the native size, as wide as the resize step "
+        "(the odd width <= the size ratio), before the resize",
+    }
+    return f"{text}; channels {', '.join(words[c] for c in check_channels(channels))}"
+
+
+def preprocess(
+    image: Image.Image, size: tuple[int, int], channels: Sequence[str] = GRAY_ONLY
+) -> npt.NDArray[np.float32]:
+    """Grayscale, resize to `size` = (height, width), scale to [0, 1], one plane per channel
+    (`CHANNELS`; the default is the grayscale cell alone).
+
+    Returns an array of shape (height, width, len(channels)), dtype float32: one row of the
+    model's input.
     """
     height, width = size
     gray = to_grayscale(image)
-    if gray.size != (width, height):
-        gray = gray.resize((width, height), Image.Resampling.BILINEAR)
-    arr = np.asarray(gray, dtype=np.float32) / np.float32(255.0)
-    return arr[:, :, np.newaxis]
+    planes = []
+    for channel in check_channels(channels):
+        plane = gray
+        if channel == "darkest":
+            k = min_filter_width(gray.size, size)
+            plane = gray.filter(ImageFilter.MinFilter(k)) if k > 1 else gray
+        if plane.size != (width, height):
+            plane = plane.resize((width, height), Image.Resampling.BILINEAR)
+        planes.append(np.asarray(plane, dtype=np.float32) / np.float32(255.0))
+    return np.stack(planes, axis=-1)

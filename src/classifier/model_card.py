@@ -28,6 +28,17 @@ class ModelInput:
     dtype: str = "float32"
     # What `classifier.imaging.preprocess` does; recorded so other clients can reproduce it.
     preprocessing: str = "grayscale, bilinear resize to height x width, scale to [0, 1]"
+    # The planes, in order (`classifier.imaging.CHANNELS`); cards from before the field: gray.
+    channel_names: tuple[str, ...] = ("gray",)
+
+    def __post_init__(self) -> None:
+        # JSON gives a list; keep the frozen card hashable and comparable.
+        object.__setattr__(self, "channel_names", tuple(self.channel_names))
+        if len(self.channel_names) != self.channels:
+            raise ModelCardError(
+                f"input.channels is {self.channels} but input.channel_names lists "
+                f"{len(self.channel_names)}: {list(self.channel_names)}"
+            )
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from classifier.model_card import ModelCard
+from classifier.pipeline.common import PipelineError
 from classifier.pipeline.export import ParityError, export_bundle, litert_predict
 
 
@@ -63,3 +64,23 @@ def test_export_fails_when_parity_exceeds_the_tolerance(
             parity_tolerance=-1.0,  # nothing can be this close: the check must trip
         )
     assert not (tmp_path / "model_card.json").exists()
+
+
+def test_export_refuses_channel_names_the_model_does_not_read(
+    tiny_keras_model: object, tmp_path: Path
+) -> None:
+    x = np.random.default_rng(2).random((4, 32, 32, 1)).astype(np.float32)
+    with pytest.raises(PipelineError, match=r"reads 1 input channel\(s\), base.channels names"):
+        export_bundle(
+            tiny_keras_model,
+            tmp_path,
+            name="t",
+            metrics=METRICS,
+            params={},
+            data_hash="abc.dir",
+            threshold=0.5,
+            parity_images=x,
+            parity_tolerance=1e-4,
+            channels=("gray", "darkest"),
+        )
+    assert not (tmp_path / "model.tflite").exists()

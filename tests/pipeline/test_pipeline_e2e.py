@@ -54,7 +54,8 @@ def generate_dataset(root: Path, per_group: int = 12, size: int = 40) -> Path:
 
 def tiny_params(data_dir: str) -> dict[str, object]:
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
-    params["base"].update({"data_dir": data_dir, "image_size": 32})
+    # Both planes whatever params.yaml says, so the two-plane path runs end to end here.
+    params["base"].update({"data_dir": data_dir, "image_size": 32, "channels": ["gray", "darkest"]})
     params["train"].update({"epochs": 1, "batch_size": 8, "filters": [4, 8], "patience": 1})
     return params
 
@@ -100,7 +101,8 @@ def test_dvc_repro_runs_every_stage_on_a_generated_dataset(project: Path) -> Non
     assert parity["parity_max_abs_diff"] <= parity["parity_tolerance"]
     card = ModelCard.load(project / "models/model_card.json")
     assert card.data_hash == dir_md5(project / "generated")  # not ELPV's: it says what it saw
-    assert (card.input.height, card.input.width) == (32, 32)
+    assert (card.input.height, card.input.width, card.input.channels) == (32, 32, 2)
+    assert card.input.channel_names == ("gray", "darkest")
     assert card.params["base"]["data_dir"] == "generated"
     for picture in ("confusion_matrix.png", "roc.png", "errors.png", "training_history.png"):
         assert (project / "plots" / picture).read_bytes()[:4] == b"\x89PNG"

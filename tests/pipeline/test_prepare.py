@@ -112,3 +112,52 @@ def test_prepare_keeps_binary_labels_and_graded_probabilities(tmp_path: Path) ->
     assert set(split) == {"x", "y", "p", "type", "path"}
     np.testing.assert_allclose(np.unique(split["p"]), [0.0, 1 / 3, 2 / 3, 1.0], atol=1e-6)
     np.testing.assert_array_equal(split["y"], (split["p"] > 0.5).astype(np.float32))
+
+
+def _tiny_dataset(data: Path) -> None:
+    from PIL import Image
+
+    (data / "images").mkdir(parents=True)
+    rows = ["path,probability,type"]
+    for i, probability in enumerate([0.0, 1.0] * 6):
+        name = f"images/c{i:02d}.png"
+        pixels = np.full((24, 24), 200, dtype=np.uint8)
+        pixels[11, 2:-2] = 20  # a one-pixel dark line
+        Image.fromarray(pixels, mode="L").save(data / name)
+        rows.append(f"{name},{probability:.6f},mono")
+    (data / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
+def test_prepare_writes_the_planes_base_channels_names(tmp_path: Path) -> None:
+    from classifier.pipeline.prepare import load_split, prepare
+
+    _tiny_dataset(tmp_path / "raw")
+    summary = prepare(
+        tmp_path / "raw",
+        tmp_path / "prepared",
+        image_size=8,
+        threshold=0.5,
+        test_fraction=0.25,
+        val_fraction=0.25,
+        seed=0,
+        channels=("gray", "darkest"),
+    )
+    assert summary["channels"] == ["gray", "darkest"]
+    x = load_split(tmp_path / "prepared", "train")["x"]
+    assert x.shape[1:] == (8, 8, 2)
+    # The darkest plane keeps the line darker than the plain resize does.
+    assert float(x[..., 1].min()) < float(x[..., 0].min())
+
+
+@pytest.mark.parametrize("channels", [["grey"], "gray", []])
+def test_base_channels_must_name_known_planes(channels: object) -> None:
+    from classifier.pipeline.common import input_channels
+
+    with pytest.raises(PipelineError, match=r"base\.channels"):
+        input_channels({"channels": channels})
+
+
+def test_base_channels_defaults_to_gray() -> None:
+    from classifier.pipeline.common import input_channels
+
+    assert input_channels({}) == ("gray",)

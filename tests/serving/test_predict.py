@@ -67,6 +67,35 @@ def test_predict_matches_the_model_called_directly(
     np.testing.assert_allclose(served, expected, atol=1e-6)
 
 
+def test_predict_computes_the_planes_the_card_names(tiny_darkest_model_dir: Path) -> None:
+    """A model reading gray + darkest: the service builds both planes from the card, so its
+    answer is what preprocess(..., channels) + the .tflite give, and a gray-only row is refused
+    by the model's input shape (the test would fail if serving ignored the card)."""
+    card = ModelCard.load(tiny_darkest_model_dir / "model_card.json")
+    assert card.input.channel_names == ("gray", "darkest")
+    assert card.input.channels == 2
+    assert "darkest" in card.input.preprocessing
+    data = [png_bytes(seed=s, size=(300, 300)) for s in range(3)]
+    files = [("files", (f"{i}.png", d, "image/png")) for i, d in enumerate(data)]
+    with TestClient(create_app(make_settings(tiny_darkest_model_dir))) as c:
+        wait_ready(c)
+        response = c.post("/v1/predict", files=files)
+    assert response.status_code == 200, response.text
+    served = [p["probability"] for p in response.json()["predictions"]]
+    interpreter = Interpreter(model_path=str(tiny_darkest_model_dir / "model.tflite"))
+    interpreter.allocate_tensors()
+    index = interpreter.get_input_details()[0]["index"]
+    expected = []
+    for d in data:
+        row = preprocess(Image.open(io.BytesIO(d)), (32, 32), ("gray", "darkest"))[np.newaxis]
+        interpreter.set_tensor(index, row)
+        interpreter.invoke()
+        expected.append(
+            float(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, 0])
+        )
+    np.testing.assert_allclose(served, expected, atol=1e-6)
+
+
 def test_predict_accepts_json_with_base64_images(client: TestClient) -> None:
     payload = {
         "images": [

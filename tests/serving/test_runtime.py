@@ -50,6 +50,17 @@ def test_load_refuses_a_card_that_does_not_match_the_model(
         _model(tmp_path).load()
 
 
+def test_load_refuses_a_card_asking_for_planes_it_cannot_compute(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    shutil.copy(tiny_model_dir / "model.tflite", tmp_path)
+    card = json.loads((tiny_model_dir / "model_card.json").read_text())
+    card["input"]["channel_names"] = ["infrared"]
+    (tmp_path / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelLoadError, match=r"infrared.*older than the model"):
+        _model(tmp_path).load()
+
+
 def test_load_refuses_a_file_that_is_not_a_model(tiny_model_dir: Path, tmp_path: Path) -> None:
     shutil.copy(tiny_model_dir / "model_card.json", tmp_path)
     (tmp_path / "model.tflite").write_bytes(b"definitely not a flatbuffer")

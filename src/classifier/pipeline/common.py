@@ -48,6 +48,20 @@ def section(params: dict[str, Any], name: str) -> dict[str, Any]:
     return value
 
 
+def input_channels(base: dict[str, Any]) -> tuple[str, ...]:
+    """`base.channels`: the model's input planes (`classifier.imaging.CHANNELS`); gray alone when
+    the key is absent (params files older than the key)."""
+    from classifier.imaging import UnknownChannel, check_channels
+
+    raw = base.get("channels", ["gray"])
+    if not isinstance(raw, list) or not all(isinstance(c, str) for c in raw):
+        raise PipelineError(f"base.channels must be a list of channel names, got {raw!r}")
+    try:
+        return check_channels(raw)
+    except UnknownChannel as exc:
+        raise PipelineError(f"base.channels: {exc}") from exc
+
+
 def set_seeds(seed: int) -> None:
     """Seed every random source we use. TensorFlow's, when it is imported, is seeded by train."""
     os.environ["PYTHONHASHSEED"] = str(seed)

@@ -28,10 +28,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 import numpy.typing as npt
 
+from classifier.imaging import GRAY_ONLY, describe
 from classifier.model_card import HEADLINE_METRICS, ModelCard, ModelInput
 from classifier.pipeline.common import (
     CLASS_NAMES,
     PipelineError,
+    input_channels,
     load_params,
     read_json,
     section,
@@ -126,12 +128,19 @@ def export_bundle(
     parity_tolerance: float,
     extra: dict[str, Any] | None = None,
     repo: Path = Path(),
+    channels: tuple[str, ...] = GRAY_ONLY,
 ) -> ExportResult:
     """Write `out_dir/model.tflite` and `out_dir/model_card.json`; raise ParityError when the
     LiteRT outputs on `parity_images` stray more than `parity_tolerance` from Keras's."""
     missing = [m for m in HEADLINE_METRICS if m not in metrics]
     if missing:
         raise PipelineError(f"metrics lack {', '.join(missing)}: run `dvc repro evaluate` first")
+    _, height, width, planes = model.input_shape
+    if planes != len(channels):
+        raise PipelineError(
+            f"the model reads {planes} input channel(s), base.channels names {list(channels)}: "
+            "re-run `dvc repro` so prepare, train and export agree"
+        )
     tflite_path = export_tflite(model, out_dir / TFLITE_NAME)
     diff = parity_max_abs_diff(model, tflite_path, parity_images)
     if not diff <= parity_tolerance:  # `not <=` also catches NaN
@@ -140,14 +149,19 @@ def export_bundle(
             f"images, above export.parity_tolerance={parity_tolerance:g}: the conversion "
             "changed the model (unsupported op or quantization?)"
         )
-    _, height, width, _ = model.input_shape
     revision, version = git_revision(repo)
     card = ModelCard(
         name=name,
         version=version,
         git_revision=revision,
         data_hash=data_hash,
-        input=ModelInput(height=int(height), width=int(width)),
+        input=ModelInput(
+            height=int(height),
+            width=int(width),
+            channels=len(channels),
+            preprocessing=describe(channels),
+            channel_names=channels,
+        ),
         threshold=threshold,
         labels=CLASS_NAMES,
         metrics={k: float(v) for k, v in metrics.items()},
@@ -199,6 +213,7 @@ def main(argv: list[str] | None = None) -> None:
             threshold=float(base["threshold"]),
             parity_images=test["x"],
             parity_tolerance=float(cfg["parity_tolerance"]),
+            channels=input_channels(base),
             extra={
                 "per_cell_type": evaluation.get("per_cell_type", {}),
                 "test_images": len(test["x"]),

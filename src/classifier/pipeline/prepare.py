@@ -5,6 +5,9 @@ defect probability is > 0.5, and the data is split 75/25 into train/test, strati
 cell type. Validation (early stopping, LR schedule) is carved out of the training part, so the
 test split is seen only by `evaluate` and `export`.
 
+Every image goes through `classifier.imaging.preprocess` with `base.channels` (the planes the
+model reads; serving computes the same ones from the model card).
+
 Writes `data/prepared/{train,val,test}.npz` (x, y, p, type, path) and `data/prepared/splits.csv`:
 `y` is the binary label every metric uses, `p` the graded defect probability (ELPV's experts
 voted 0, 1/3, 2/3 or 1) that training can use as a soft target.
@@ -24,10 +27,11 @@ import numpy.typing as npt
 from PIL import Image
 from sklearn.model_selection import train_test_split
 
-from classifier.imaging import preprocess
+from classifier.imaging import GRAY_ONLY, preprocess
 from classifier.pipeline.common import (
     PipelineError,
     Sample,
+    input_channels,
     load_params,
     read_labels,
     section,
@@ -92,13 +96,16 @@ def split_indices(
 
 
 def load_images(
-    data_dir: Path, samples: list[Sample], size: tuple[int, int]
+    data_dir: Path,
+    samples: list[Sample],
+    size: tuple[int, int],
+    channels: tuple[str, ...] = GRAY_ONLY,
 ) -> npt.NDArray[np.float32]:
-    """Preprocess every image with the function serving uses, stacked as (N, H, W, 1)."""
-    out = np.empty((len(samples), size[0], size[1], 1), dtype=np.float32)
+    """Preprocess every image with the function serving uses, stacked as (N, H, W, channels)."""
+    out = np.empty((len(samples), size[0], size[1], len(channels)), dtype=np.float32)
     for i, sample in enumerate(samples):
         with Image.open(data_dir / sample.path) as image:
-            out[i] = preprocess(image, size)
+            out[i] = preprocess(image, size, channels)
     return out
 
 
@@ -111,6 +118,7 @@ def prepare(
     test_fraction: float,
     val_fraction: float,
     seed: int,
+    channels: tuple[str, ...] = GRAY_ONLY,
 ) -> dict[str, Any]:
     """Split, preprocess and write the arrays; returns a summary (counts per split/label/type)."""
     samples = read_labels(data_dir)
@@ -123,11 +131,16 @@ def prepare(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     size = (image_size, image_size)
-    summary: dict[str, Any] = {"image_size": image_size, "threshold": threshold, "splits": {}}
+    summary: dict[str, Any] = {
+        "image_size": image_size,
+        "channels": list(channels),
+        "threshold": threshold,
+        "splits": {},
+    }
     rows: list[tuple[str, float, str, int, str]] = []
     for name in SPLITS:
         chosen = [samples[i] for i in splits[name]]
-        x = load_images(data_dir, chosen, size)
+        x = load_images(data_dir, chosen, size, channels)
         y = np.array([binary_label(s.probability, threshold) for s in chosen], dtype=np.float32)
         probabilities = np.array([s.probability for s in chosen], dtype=np.float32)
         types = np.array([s.cell_type for s in chosen])
@@ -176,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         test_fraction=float(cfg["test_fraction"]),
         val_fraction=float(cfg["val_fraction"]),
         seed=int(base["seed"]),
+        channels=input_channels(base),
     )
     print(f"prepare: wrote {args.out}/{{train,val,test}}.npz in {time.monotonic() - started:.1f}s")
 

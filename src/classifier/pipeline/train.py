@@ -177,8 +177,9 @@ def build_model(
     name: str = "elpv_cnn",
     *,
     stem_stride: int = 1,
+    channels: int = 1,
 ) -> keras.Model:
-    """The classifier: (N, H, W, 1) in [0, 1] -> (N, 1) P(defective).
+    """The classifier: (N, H, W, channels) in [0, 1] -> (N, 1) P(defective).
 
     Each block is `convs_per_block` 3x3 Conv-BN-ReLU layers and a 2x2 max-pool, except the
     first, which has one: at full resolution a second conv is the costliest layer of the model
@@ -192,7 +193,7 @@ def build_model(
     """
     if stem_stride not in STEM_STRIDES:
         raise PipelineError(f"stem_stride must be 1 or 2, got {stem_stride}")
-    inputs = keras.Input(shape=(input_size[0], input_size[1], 1), name="image")
+    inputs = keras.Input(shape=(input_size[0], input_size[1], channels), name="image")
     x = inputs
     for i, width in enumerate(filters):
         for j in range(1 if i == 0 else convs_per_block):
@@ -219,8 +220,10 @@ def build_model(
     return keras.Model(inputs, outputs, name=name)
 
 
-def model_for(config: TrainConfig, image_size: int, name: str = "elpv_cnn") -> keras.Model:
-    """The model `config` describes, for square `image_size` inputs."""
+def model_for(
+    config: TrainConfig, image_size: int, name: str = "elpv_cnn", channels: int = 1
+) -> keras.Model:
+    """The model `config` describes, for square `image_size` inputs of `channels` planes."""
     return build_model(
         (image_size, image_size),
         config.filters,
@@ -230,6 +233,7 @@ def model_for(config: TrainConfig, image_size: int, name: str = "elpv_cnn") -> k
         config.pooling,
         name,
         stem_stride=config.stem_stride,
+        channels=channels,
     )
 
 
@@ -454,14 +458,15 @@ def train_members(
     verbose: int = 2,
 ) -> Trained:
     """Train `config.ensemble` members, member i from seed `config.seed + i` (its own weights
-    and batch order, same data), and average them. Member 0 is what a single model would be."""
+    and batch order, same data), and average them. Member 0 is what a single model would be.
+    The models read as many input planes as the images have (`base.channels`, via prepare)."""
     members, histories = [], []
     started = time.monotonic()
     for i in range(config.ensemble):
         member_config = dataclasses.replace(config, seed=config.seed + i)
         make_deterministic(member_config.seed)
         name = "elpv_cnn" if config.ensemble == 1 else f"elpv_cnn_member{i + 1}"
-        model = model_for(member_config, image_size, name)
+        model = model_for(member_config, image_size, name, channels=train[0].shape[-1])
         if config.ensemble > 1 and verbose:
             print(
                 f"train: member {i + 1} of {config.ensemble} (seed {member_config.seed})",
@@ -559,8 +564,8 @@ def main(argv: list[str] | None = None) -> None:
         else f"{len(x)} train / {len(val_split['x'])} val images, up to {config.epochs} epochs"
     )
     print(
-        f"train: {images} at {size}x{size}, {config.ensemble} member(s), "
-        f"{'soft' if config.soft_targets else 'binary'} targets",
+        f"train: {images} at {size}x{size} x {x.shape[-1]} channel(s), "
+        f"{config.ensemble} member(s), {'soft' if config.soft_targets else 'binary'} targets",
         flush=True,
     )
     trained = train_members(config, size, (x, targets), (val_split["x"], val_split["y"]))

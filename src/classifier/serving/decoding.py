@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
-from classifier.imaging import UnsupportedImageMode, preprocess
+from classifier.imaging import GRAY_ONLY, UnsupportedImageMode, preprocess
 from classifier.serving.errors import (
     CorruptImage,
     EmptyImage,
@@ -31,9 +31,14 @@ ALLOWED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
 
 
 def decode_image(
-    data: bytes, *, name: str, size: tuple[int, int], max_pixels: int
+    data: bytes,
+    *,
+    name: str,
+    size: tuple[int, int],
+    max_pixels: int,
+    channels: tuple[str, ...] = GRAY_ONLY,
 ) -> npt.NDArray[np.float32]:
-    """Validate and decode one image file; return its (H, W, 1) float32 model row."""
+    """Validate and decode one image file; return its (H, W, channels) float32 model row."""
     if not data:
         raise EmptyImage(f"image {name!r} is empty (0 bytes)", image=name)
     try:
@@ -75,7 +80,7 @@ def decode_image(
                 image=name,
             ) from exc
         try:
-            return preprocess(image, size)
+            return preprocess(image, size, channels)
         except UnsupportedImageMode as exc:
             raise UnsupportedImage(
                 f"image {name!r} has pixel mode {image.mode!r}, which cannot be mapped to "

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from ai_edge_litert.interpreter import Interpreter
 
+from classifier.imaging import UnknownChannel, check_channels
 from classifier.model_card import ModelCard, ModelCardError
 from classifier.serving.errors import ModelNotReady
 
@@ -61,6 +62,11 @@ class LiteRTModel:
         card = self.card
         return (card.input.height, card.input.width)
 
+    @property
+    def input_channels(self) -> tuple[str, ...]:
+        """The planes `preprocess` must compute for this model (from its card)."""
+        return self.card.input.channel_names
+
     def load(self) -> None:
         """Read card + model, check shapes, warm up at batch 1 and max batch, then set ready."""
         if self.ready:  # idempotent: a second load must not swap the interpreter under traffic
@@ -81,6 +87,12 @@ class LiteRTModel:
             raise ModelLoadError(
                 f"expected 1 input and 1 output, the model has {len(inputs)} and {len(outputs)}"
             )
+        try:
+            check_channels(card.input.channel_names)
+        except UnknownChannel as exc:
+            raise ModelLoadError(
+                f"the model card asks for {exc}: this service is older than the model"
+            ) from exc
         expected = (card.input.height, card.input.width, card.input.channels)
         actual = tuple(int(d) for d in inputs[0]["shape"][1:])
         if actual != expected:

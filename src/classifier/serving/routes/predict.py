@@ -152,11 +152,13 @@ async def _decode_and_predict(
     and a GIL hand-over; measured in docs/serving.md ("Micro-batching: the decision").
     """
     loop = asyncio.get_running_loop()
-    size = service.model.input_size
+    size, channels = service.model.input_size, service.model.input_channels
     max_pixels = service.settings.max_image_pixels
 
     def decode(item: tuple[str, bytes]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        return decode_image(item[1], name=item[0], size=size, max_pixels=max_pixels)
+        return decode_image(
+            item[1], name=item[0], size=size, max_pixels=max_pixels, channels=channels
+        )
 
     predictor = service.predictor
     if not predictor.batching:
