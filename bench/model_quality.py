@@ -120,7 +120,8 @@ def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) 
         "",
         f"Command: `{command}` — machine: {machine_line()} (shared with other jobs: times are "
         "upper bounds).",
-        f"Recipe: params.yaml — {base['image_size']}x{base['image_size']} grayscale, filters "
+        f"Recipe: params.yaml — {base['image_size']}x{base['image_size']} "
+        f"{' + '.join(base.get('channels', ['gray']))}, filters "
         f"{train['filters']} x{train.get('convs_per_block', 2)} conv, up to {train['epochs']} "
         f"epochs, Adam {train['learning_rate']} warmup + cosine, BN momentum "
         f"{train.get('bn_momentum', 0.9)}, "
