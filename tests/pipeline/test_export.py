@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from classifier.model_card import ModelCard
 from classifier.pipeline.common import PipelineError
-from classifier.pipeline.export import ParityError, export_bundle, litert_predict
+from classifier.pipeline.export import ExportResult, ParityError, export_bundle, litert_predict
 
 
 @pytest.fixture(scope="module")
@@ -23,19 +24,23 @@ def tiny_keras_model() -> object:
 METRICS = {"accuracy": 0.9, "balanced_accuracy": 0.9, "roc_auc": 0.95, "f1": 0.85}
 
 
+def _export(model: object, out: Path, x: np.ndarray, **overrides: Any) -> ExportResult:
+    """`export_bundle` with the fixed test arguments; `overrides` replace any of them."""
+    arguments: dict[str, Any] = {
+        "name": "t",
+        "metrics": METRICS,
+        "params": {"base": {"image_size": 32}},
+        "data_hash": "abc.dir",
+        "threshold": 0.5,
+        "parity_images": x,
+        "parity_tolerance": 1e-4,
+    }
+    return export_bundle(model, out, **{**arguments, **overrides})
+
+
 def test_export_parity_is_bounded_and_recorded(tiny_keras_model: object, tmp_path: Path) -> None:
     x = np.random.default_rng(0).random((20, 32, 32, 1)).astype(np.float32)
-    result = export_bundle(
-        tiny_keras_model,
-        tmp_path,
-        name="t",
-        metrics=METRICS,
-        params={"base": {"image_size": 32}},
-        data_hash="abc.dir",
-        threshold=0.5,
-        parity_images=x,
-        parity_tolerance=1e-4,
-    )
+    result = _export(tiny_keras_model, tmp_path, x)
     assert result.max_abs_diff <= 1e-4
     card = ModelCard.load(result.card_path)
     assert (card.input.height, card.input.width) == (32, 32)
@@ -52,17 +57,8 @@ def test_export_fails_when_parity_exceeds_the_tolerance(
 ) -> None:
     x = np.random.default_rng(1).random((4, 32, 32, 1)).astype(np.float32)
     with pytest.raises(ParityError, match="parity_tolerance"):
-        export_bundle(
-            tiny_keras_model,
-            tmp_path,
-            name="t",
-            metrics=METRICS,
-            params={},
-            data_hash="abc.dir",
-            threshold=0.5,
-            parity_images=x,
-            parity_tolerance=-1.0,  # nothing can be this close: the check must trip
-        )
+        # Nothing can be this close: the check must trip.
+        _export(tiny_keras_model, tmp_path, x, parity_tolerance=-1.0)
     assert not (tmp_path / "model_card.json").exists()
 
 
@@ -71,16 +67,5 @@ def test_export_refuses_channel_names_the_model_does_not_read(
 ) -> None:
     x = np.random.default_rng(2).random((4, 32, 32, 1)).astype(np.float32)
     with pytest.raises(PipelineError, match=r"reads 1 input channel\(s\), base.channels names"):
-        export_bundle(
-            tiny_keras_model,
-            tmp_path,
-            name="t",
-            metrics=METRICS,
-            params={},
-            data_hash="abc.dir",
-            threshold=0.5,
-            parity_images=x,
-            parity_tolerance=1e-4,
-            channels=("gray", "darkest"),
-        )
+        _export(tiny_keras_model, tmp_path, x, channels=("gray", "darkest"))
     assert not (tmp_path / "model.tflite").exists()
