@@ -19,9 +19,9 @@ SUPPORTED_MODES = SUPPORTED_MODES | _WIDE_INT_MODES
 
 # The input channels a model can ask for (params `base.channels`, recorded in the model card):
 # - "gray": the cell, resized to the model's input size.
-# - "darkest": each pixel's darkest neighbour at the native resolution (a minimum filter as wide
-#   as the resize step), then the same resize. A crack one or two pixels wide is averaged to a
-#   third of its contrast by a 3x downscale; after the minimum filter it keeps all of it.
+# - "darkest": each pixel's darkest neighbour at the native resolution (a minimum filter about
+#   as wide as the resize step), then the same resize. A 3x downscale averages a crack one pixel
+#   wide to a third of its contrast or less; after the minimum filter it keeps two thirds or more.
 CHANNELS = ("gray", "darkest")
 GRAY_ONLY = ("gray",)
 
@@ -66,8 +66,9 @@ def to_grayscale(image: Image.Image) -> Image.Image:
 
 
 def min_filter_width(native: tuple[int, int], size: tuple[int, int]) -> int:
-    """The odd minimum-filter width that spans one resize step from `native` (width, height)
-    to `size` (height, width): 3 for ELPV's 300 px -> 96 px, 1 (no filter) below a 2x step."""
+    """The odd minimum-filter width nearest to one resize step from `native` (width, height) to
+    `size` (height, width), ties upwards: 3 for ELPV's 300 px -> 96 px, 1 (no filter) below a
+    2x step."""
     step = max(native[0] / size[1], native[1] / size[0])
     return 2 * int(step // 2) + 1
 
@@ -79,8 +80,8 @@ def describe(channels: Sequence[str]) -> str:
         return text
     words = {
         "gray": "gray: that image",
-        "darkest": "darkest: a minimum filter at the native size, as wide as the resize step "
-        "(the odd width <= the size ratio), before the resize",
+        "darkest": "darkest: before the resize, a minimum filter at the native size whose width "
+        "is the odd number nearest to the size ratio (ties upwards)",
     }
     return f"{text}; channels {', '.join(words[c] for c in check_channels(channels))}"
 
