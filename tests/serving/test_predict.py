@@ -44,6 +44,24 @@ def test_predict_keeps_order_for_several_images(client: TestClient) -> None:
     assert names == [f"{i}.png" for i in range(5)]
 
 
+def _called_directly(
+    model_dir: Path, data: list[bytes], channels: tuple[str, ...] = ("gray",)
+) -> list[float]:
+    """P(defective) of each image file: imaging.preprocess, then the .tflite, no service."""
+    interpreter = Interpreter(model_path=str(model_dir / "model.tflite"))
+    interpreter.allocate_tensors()
+    index = interpreter.get_input_details()[0]["index"]
+    out = []
+    for d in data:
+        row = preprocess(Image.open(io.BytesIO(d)), (32, 32), channels)[np.newaxis]
+        interpreter.set_tensor(index, row)
+        interpreter.invoke()
+        out.append(
+            float(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, 0])
+        )
+    return out
+
+
 def test_predict_matches_the_model_called_directly(
     client: TestClient, tiny_model_dir: Path
 ) -> None:
@@ -53,24 +71,13 @@ def test_predict_matches_the_model_called_directly(
     served = [
         p["probability"] for p in client.post("/v1/predict", files=files).json()["predictions"]
     ]
-    interpreter = Interpreter(model_path=str(tiny_model_dir / "model.tflite"))
-    interpreter.allocate_tensors()
-    index = interpreter.get_input_details()[0]["index"]
-    expected = []
-    for d in data:
-        row = preprocess(Image.open(io.BytesIO(d)), (32, 32))[np.newaxis]
-        interpreter.set_tensor(index, row)
-        interpreter.invoke()
-        expected.append(
-            float(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, 0])
-        )
-    np.testing.assert_allclose(served, expected, atol=1e-6)
+    np.testing.assert_allclose(served, _called_directly(tiny_model_dir, data), atol=1e-6)
 
 
 def test_predict_computes_the_planes_the_card_names(tiny_darkest_model_dir: Path) -> None:
     """A model reading gray + darkest: the service builds both planes from the card, so its
-    answer is what preprocess(..., channels) + the .tflite give, and a gray-only row is refused
-    by the model's input shape (the test would fail if serving ignored the card)."""
+    answer is what preprocess(..., channels) + the .tflite give. (A service that ignored the card
+    would send gray-only rows, which the two-plane model refuses: this test would fail.)"""
     card = ModelCard.load(tiny_darkest_model_dir / "model_card.json")
     assert card.input.channel_names == ("gray", "darkest")
     assert card.input.channels == 2
@@ -82,17 +89,7 @@ def test_predict_computes_the_planes_the_card_names(tiny_darkest_model_dir: Path
         response = c.post("/v1/predict", files=files)
     assert response.status_code == 200, response.text
     served = [p["probability"] for p in response.json()["predictions"]]
-    interpreter = Interpreter(model_path=str(tiny_darkest_model_dir / "model.tflite"))
-    interpreter.allocate_tensors()
-    index = interpreter.get_input_details()[0]["index"]
-    expected = []
-    for d in data:
-        row = preprocess(Image.open(io.BytesIO(d)), (32, 32), ("gray", "darkest"))[np.newaxis]
-        interpreter.set_tensor(index, row)
-        interpreter.invoke()
-        expected.append(
-            float(interpreter.get_tensor(interpreter.get_output_details()[0]["index"])[0, 0])
-        )
+    expected = _called_directly(tiny_darkest_model_dir, data, ("gray", "darkest"))
     np.testing.assert_allclose(served, expected, atol=1e-6)
 
 
