@@ -56,7 +56,7 @@ def split_and_train(params: dict[str, Any], seed: int, out: Path) -> Any:
     """The pipeline's prepare (split `seed`) into `out`, then its training on that split, as
     `dvc repro` does (members seeded from `seed`); returns train.Trained."""
     from classifier.pipeline.prepare import load_split, prepare
-    from classifier.pipeline.train import TrainConfig, fitting_data, train_members
+    from classifier.pipeline.train import TrainConfig, member_data, train_members
 
     base, prep = section(params, "base"), section(params, "prepare")
     size = int(base["image_size"])
@@ -72,7 +72,7 @@ def split_and_train(params: dict[str, Any], seed: int, out: Path) -> Any:
     )
     config = TrainConfig.from_params(section(params, "train"), seed=seed)
     train, val = load_split(out, "train"), load_split(out, "val")
-    return train_members(config, size, fitting_data(train, val, config), (val["x"], val["y"]))
+    return train_members(config, size, member_data(train, val, config))
 
 
 def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -129,7 +129,13 @@ def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) 
         f"{'class weights' if train.get('balance_classes', False) else 'no class weights'}, "
         f"global {train.get('pooling', 'avg')} pooling, augmentation: {augmentation(train)}, "
         f"{train.get('ensemble', 1)} member(s)"
-        f"{', refit on train + val (last epoch kept)' if train.get('refit') else ''}. "
+        f"{', refit on train + val (last epoch kept)' if train.get('refit') else ''}"
+        + (
+            ", cross-fold (member i > 1 early-stops on its own fold of train)"
+            if train.get("cross_fold")
+            else ""
+        )
+        + ". "
         "Split: stratified 75/25 by label and cell type, val = 15 % of train.",
         "",
         "| split seed | accuracy | balanced acc. | ROC AUC | F1 | mono acc. | poly acc. "

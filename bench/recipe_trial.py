@@ -88,11 +88,12 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     for assignment in args.overrides:
         apply_override(params, assignment)
-    if section(params, "train").get("refit"):
-        raise SystemExit(
-            "recipe_trial scores the validation split, which train.refit trains on: "
-            "set train.refit=false (judge a refit over split seeds with `make bench-model`)"
-        )
+    for knob in ("refit", "cross_fold"):
+        if section(params, "train").get(knob):
+            raise SystemExit(
+                f"recipe_trial scores the validation split, which train.{knob} trains on: "
+                f"set train.{knob}=false (judge it over split seeds with `make bench-model`)"
+            )
     seeds = args.seeds or [int(section(params, "base")["seed"])]
     if len(set(seeds)) < len(seeds):
         parser.error(f"--seeds {' '.join(map(str, seeds))}: each split seed once")

@@ -54,7 +54,7 @@ def train_once(setting: dict[str, int], epochs: int, weights_path: Path) -> list
     config = dataclasses.replace(config, epochs=epochs, patience=epochs, refit=False)
     train_split = load_split(Path("data/prepared"), "train")
     val_split = load_split(Path("data/prepared"), "val")
-    x, targets = train.fitting_data(train_split, val_split, config)
+    x, targets = train.member_data(train_split, val_split, config)[0].fit
     train.make_deterministic(config.seed)
     model = train.model_for(config, int(base["image_size"]))
     times: list[float] = []

@@ -53,15 +53,16 @@ def test_override_rejects_bad_assignments_and_changes_nothing(
     assert p == params()
 
 
-def test_a_refit_is_refused_because_it_trains_on_the_split_a_trial_scores(
-    tmp_path: Path,
+@pytest.mark.parametrize("knob", ["refit", "cross_fold"])
+def test_knobs_that_train_on_the_split_a_trial_scores_are_refused(
+    tmp_path: Path, knob: str
 ) -> None:
     from bench.recipe_trial import main
 
     params_file = tmp_path / "params.yaml"
-    params_file.write_text("base: {seed: 1}\ntrain: {refit: false}\n")
-    with pytest.raises(SystemExit, match=r"train\.refit trains on"):
-        main(["--params", str(params_file), "--set", "train.refit=true"])
+    params_file.write_text(f"base: {{seed: 1}}\ntrain: {{{knob}: false}}\n")
+    with pytest.raises(SystemExit, match=rf"train\.{knob} trains on"):
+        main(["--params", str(params_file), "--set", f"train.{knob}=true"])
 
 
 def test_each_split_seed_is_trained_apart_and_summarised(

@@ -34,3 +34,7 @@ def test_summary_lines_report_metrics_per_type_and_artefacts() -> None:
     refit = {**train, "refit": True, "val_accuracy": None}
     text = "\n".join(summary_lines(metrics, refit, export))
     assert "(kept 2, 3), refit on train + val, 1.5 min" in text
+    # Cross-fold members: member 2 fitted the validation split, so no ensemble score either.
+    cross_fold = {**train, "cross_fold": True, "val_accuracy": None}
+    text = "\n".join(summary_lines(metrics, cross_fold, export))
+    assert "(kept 2, 3), cross-fold (each member early-stopped on its own fold), 1.5 min" in text

@@ -12,14 +12,16 @@ import pytest
 from classifier.pipeline.common import PipelineError
 from classifier.pipeline.train import (
     Augmentation,
+    MemberData,
     ThresholdedAccuracy,
     TrainConfig,
     augment_batch,
     average_members,
     build_model,
     class_weights,
-    fitting_data,
+    cross_folds,
     lr_schedule,
+    member_data,
     save_history,
     train_members,
     train_model,
@@ -35,6 +37,12 @@ TRAIN_PARAMS: dict[str, Any] = {
     "dropout": 0.0,
     "patience": 2,
 }
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+def same_data(config: TrainConfig, fit: Pair, val: Pair) -> list[MemberData]:
+    """Every member fits `fit` and early-stops on `val` (the default, without cross-fold)."""
+    return [MemberData(fit, val)] * config.ensemble
 
 
 @pytest.mark.parametrize("size", [32, 48])
@@ -258,10 +266,10 @@ def test_train_members_seeds_each_member_apart_and_member_one_is_the_single_mode
     x = rng.random((16, 32, 32, 1)).astype(np.float32)
     soft = np.array([0.0, 1 / 3, 2 / 3, 1.0] * 4, np.float32)
     val = (x[:8], (soft[:8] > 0.5).astype(np.float32))
-    single = train_members(TrainConfig.from_params(TRAIN_PARAMS, seed=5), 32, (x, soft), val, 0)
-    pair = train_members(
-        TrainConfig.from_params({**TRAIN_PARAMS, "ensemble": 2}, seed=5), 32, (x, soft), val, 0
-    )
+    one = TrainConfig.from_params(TRAIN_PARAMS, seed=5)
+    two = TrainConfig.from_params({**TRAIN_PARAMS, "ensemble": 2}, seed=5)
+    single = train_members(one, 32, same_data(one, (x, soft), val), 0)
+    pair = train_members(two, 32, same_data(two, (x, soft), val), 0)
     assert len(pair.histories) == 2
     member1, member2 = (pair.model.get_layer(f"elpv_cnn_member{i}") for i in (1, 2))
     out_single, out1, out2 = (m.predict(x, verbose=0) for m in (single.model, member1, member2))
@@ -271,7 +279,7 @@ def test_train_members_seeds_each_member_apart_and_member_one_is_the_single_mode
     pair.model.save(tmp_path / "model.keras")
     loaded = keras.models.load_model(tmp_path / "model.keras")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), (out1 + out2) / 2, atol=1e-6)
-    summary = training_summary(pair, {"x": val[0], "y": val[1]})
+    summary = training_summary(pair, {"x": val[0], "y": val[1]}, two)
     assert summary["members"] == 2
     assert list(summary["per_member"]) == ["member_1", "member_2"]
     assert all(1 <= m["best_epoch"] <= 2 for m in summary["per_member"].values())
@@ -279,20 +287,124 @@ def test_train_members_seeds_each_member_apart_and_member_one_is_the_single_mode
     assert 0.0 <= summary["val_accuracy"] <= 1.0
 
 
-def test_fitting_data_adds_the_validation_split_only_for_a_refit() -> None:
-    def split(n: int, offset: float) -> dict[str, Any]:
-        p = np.linspace(0.0, 1.0, n, dtype=np.float32)
-        return {"x": np.full((n, 4, 4, 1), offset, np.float32), "y": (p > 0.5) * 1.0, "p": p}
+def split(n: int, offset: float) -> dict[str, Any]:
+    """A prepared split of `n` images, each image filled with `offset` + its index / 1000 (so
+    images can be told apart), defect probabilities 0, 1/3, 2/3, 1 in turn, two cell types."""
+    p = np.resize(np.array([0.0, 1 / 3, 2 / 3, 1.0], np.float32), n)
+    x = (offset + np.arange(n, dtype=np.float32) / 1000)[:, None, None, None]
+    return {
+        "x": np.broadcast_to(x, (n, 4, 4, 1)).copy(),
+        "y": (p > 0.5).astype(np.float32),
+        "p": p,
+        "type": np.resize(np.array(["mono", "mono", "poly", "poly", "poly"]), n),
+    }
 
+
+def id_list(images: np.ndarray) -> list[float]:
+    """Which images of `split` these are, in order."""
+    return [round(float(v), 4) for v in images[:, 0, 0, 0]]
+
+
+def ids(images: np.ndarray) -> set[float]:
+    return set(id_list(images))
+
+
+def test_member_data_adds_the_validation_split_only_for_a_refit() -> None:
     train, val = split(6, 0.0), split(3, 1.0)
-    x, targets = fitting_data(train, val, TrainConfig.from_params(TRAIN_PARAMS, seed=0))
-    np.testing.assert_array_equal(x, train["x"])
-    np.testing.assert_array_equal(targets, train["p"])
+    default = TrainConfig.from_params({**TRAIN_PARAMS, "ensemble": 2}, seed=0)
+    data = member_data(train, val, default)
+    assert len(data) == 2
+    for member in data:
+        np.testing.assert_array_equal(member.fit[0], train["x"])
+        np.testing.assert_array_equal(member.fit[1], train["p"])
+        np.testing.assert_array_equal(member.val[0], val["x"])
     refit = TrainConfig.from_params({**TRAIN_PARAMS, "refit": True}, seed=0)
-    x, targets = fitting_data(train, val, refit)
+    (only,) = member_data(train, val, refit)
+    x, targets = only.fit
     assert len(x) == 9
     np.testing.assert_array_equal(x[6:], val["x"])
     np.testing.assert_array_equal(targets[6:], val["p"])  # soft targets for val images too
+
+
+@pytest.mark.parametrize("members", [2, 3])
+def test_cross_fold_members_fit_every_training_image_and_never_their_own_fold(
+    members: int,
+) -> None:
+    train, val = split(200, 0.0), split(30, 1.0)
+    config = TrainConfig.from_params({**TRAIN_PARAMS, "ensemble": members, "cross_fold": True}, 7)
+    data = member_data(train, val, config)
+    assert len(data) == members
+    # Member 1 is the default member: prepare's training split, early-stopping on val.
+    np.testing.assert_array_equal(data[0].fit[0], train["x"])
+    np.testing.assert_array_equal(data[0].val[0], val["x"])
+    every_train, every_val = ids(train["x"]), ids(val["x"])
+    folds = []
+    for member in data[1:]:
+        fold, fitted = ids(member.val[0]), ids(member.fit[0])
+        assert len(fold) == len(val["x"])  # as large as the validation split
+        assert fold <= every_train
+        assert not fold & fitted  # never early-stops on what it fits
+        assert fitted | fold == every_train | every_val  # fits all the rest, val included
+        folds.append(fold)
+        # Targets follow their images: soft for fitting, binary for early stopping.
+        by_image = dict(zip(id_list(train["x"]), train["p"], strict=True))
+        by_image.update(zip(id_list(val["x"]), val["p"], strict=True))
+        np.testing.assert_allclose(member.fit[1], [by_image[i] for i in id_list(member.fit[0])])
+        np.testing.assert_array_equal(
+            member.val[1], [by_image[i] > 0.5 for i in id_list(member.val[0])]
+        )
+    # Folds are disjoint, and together with member 1 the members fit every training image.
+    assert sum(len(f) for f in folds) == len(set().union(*folds))
+    fitted_by_some = set().union(*(ids(m.fit[0]) for m in data))
+    assert fitted_by_some == every_train | every_val
+    # Stratified: each fold holds the training split's share of defective cells, +-1.
+    share = train["y"].mean()
+    for member in data[1:]:
+        assert abs(member.val[1].sum() - share * len(val["x"])) <= 1
+
+
+def test_cross_folds_are_repeatable_and_refuse_too_many_members() -> None:
+    train = split(40, 0.0)
+    first, again = cross_folds(train, 2, 8, seed=3), cross_folds(train, 2, 8, seed=3)
+    for a, b in zip(first, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(PipelineError, match="fewer members"):
+        cross_folds(train, 5, 8, seed=3)  # 5 x 8 = all 40, nothing left to fit
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"ensemble": 1}, "ensemble >= 2"), ({"ensemble": 2, "refit": True}, "refit: false")],
+)
+def test_cross_fold_needs_several_members_and_no_refit(
+    overrides: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(PipelineError, match=message):
+        TrainConfig.from_params({**TRAIN_PARAMS, **overrides, "cross_fold": True}, seed=0)
+
+
+def test_train_members_fits_each_member_on_its_own_data() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 32, 1)).astype(np.float32)
+    soft = np.array([0.0, 1 / 3, 2 / 3, 1.0] * 4, np.float32)
+    binary = (soft > 0.5).astype(np.float32)
+    config = TrainConfig.from_params({**TRAIN_PARAMS, "ensemble": 2, "cross_fold": True}, 0)
+    data = [
+        MemberData((x[:12], soft[:12]), (x[12:], binary[12:])),
+        MemberData((x[4:], soft[4:]), (x[:4], binary[:4])),
+    ]
+    trained = train_members(config, 32, data, 0)
+    # Member 2 scored its own fold: its reported validation loss is its loss there.
+    member2 = trained.model.get_layer("elpv_cnn_member2")
+    best = int(np.argmax(trained.histories[1]["val_auc"]))
+    loss = member2.evaluate(x[:4], binary[:4], verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(trained.histories[1]["val_loss"][best], rel=1e-4)
+    summary = training_summary(trained, {"x": x[12:], "y": binary[12:]}, config)
+    assert summary["cross_fold"] is True
+    assert summary["val_accuracy"] is None  # member 2 fitted the validation split
+    assert summary["per_member"]["member_2"]["val_auc"] is not None
+    with pytest.raises(PipelineError, match="1 members' data"):
+        train_members(config, 32, data[:1], 0)
 
 
 def test_a_refit_runs_every_epoch_without_validation_and_reports_no_validation_scores() -> None:
@@ -301,11 +413,11 @@ def test_a_refit_runs_every_epoch_without_validation_and_reports_no_validation_s
     soft = np.array([0.0, 1 / 3, 2 / 3, 1.0] * 4, np.float32)
     val = (x[:8], (soft[:8] > 0.5).astype(np.float32))
     config = TrainConfig.from_params({**TRAIN_PARAMS, "epochs": 3, "patience": 1, "refit": True}, 0)
-    trained = train_members(config, 32, (x, soft), val, 0)
+    trained = train_members(config, 32, same_data(config, (x, soft), val), 0)
     history = trained.histories[0]
     assert len(history["loss"]) == 3  # patience does not apply: no validation to stop on
     assert not any(key.startswith("val_") for key in history)
-    summary = training_summary(trained, {"x": val[0], "y": val[1]}, refit=True)
+    summary = training_summary(trained, {"x": val[0], "y": val[1]}, config)
     assert summary["refit"] is True
     assert summary["per_member"]["member_1"] == {
         "best_epoch": 3,
@@ -346,7 +458,7 @@ def test_weight_decay_shrinks_the_weights() -> None:
 
     def kernel_norm(weight_decay: float) -> float:
         config = TrainConfig.from_params({**TRAIN_PARAMS, "weight_decay": weight_decay}, seed=0)
-        model = train_members(config, 32, (x, y), (x, y), 0).model
+        model = train_members(config, 32, same_data(config, (x, y), (x, y)), 0).model
         return float(np.linalg.norm(model.get_layer("b1_conv0").kernel.numpy()))
 
     assert kernel_norm(1000.0) < 0.5 * kernel_norm(0.0)
@@ -360,7 +472,8 @@ def test_ema_validates_and_keeps_the_averaged_weights() -> None:
 
     def fit(ema_momentum: float) -> tuple[keras.Model, dict[str, list[float]]]:
         params = {**TRAIN_PARAMS, "epochs": 4, "patience": 4, "ema_momentum": ema_momentum}
-        trained = train_members(TrainConfig.from_params(params, seed=0), 32, (x, soft), val, 0)
+        config = TrainConfig.from_params(params, seed=0)
+        trained = train_members(config, 32, same_data(config, (x, soft), val), 0)
         return trained.model, trained.histories[0]
 
     plain, _ = fit(0.0)

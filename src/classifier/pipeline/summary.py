@@ -47,6 +47,8 @@ def summary_lines(
         + (
             "refit on train + val, "
             if train.get("refit")
+            else "cross-fold (each member early-stopped on its own fold), "
+            if train.get("cross_fold")
             else f"val accuracy {train['val_accuracy']:.4f}, "
         )
         + f"{train['train_seconds'] / 60:.1f} min, {train['parameters']:,} parameters",

@@ -96,6 +96,16 @@ class TrainConfig:
     # Fit on train + val for exactly `epochs` epochs and keep the last one. Only once the recipe
     # was chosen on validation: the validation split is then training data, not a check.
     refit: bool = False
+    # Each member after the first early-stops on its own stratified fold of the training split
+    # (as large as the validation split) and fits the rest plus the validation split, so the
+    # members together fit every training cell. The averaged model has no held-out split left.
+    cross_fold: bool = False
+
+    @property
+    def scores_validation(self) -> bool:
+        """Whether the averaged model never trained on the validation split, so its score there
+        means something (not after a refit or with cross-fold members)."""
+        return not (self.refit or self.cross_fold)
 
     @classmethod
     def from_params(cls, cfg: dict[str, Any], seed: int) -> TrainConfig:
@@ -128,6 +138,7 @@ class TrainConfig:
             ema_momentum=float(cfg.get("ema_momentum", 0.0)),
             ensemble=int(cfg.get("ensemble", 1)),
             refit=bool(cfg.get("refit", False)),
+            cross_fold=bool(cfg.get("cross_fold", False)),
         )
         if config.epochs < 1 or config.batch_size < 1 or not config.filters:
             raise PipelineError("train.epochs and train.batch_size must be >= 1, filters non-empty")
@@ -145,6 +156,12 @@ class TrainConfig:
             )
         if config.ensemble < 1:
             raise PipelineError(f"train.ensemble must be >= 1 (members), got {config.ensemble}")
+        if config.cross_fold and (config.refit or config.ensemble < 2):
+            raise PipelineError(
+                "train.cross_fold gives each member after the first its own validation fold: "
+                "it needs train.ensemble >= 2 and train.refit: false (got "
+                f"ensemble={config.ensemble}, refit={str(config.refit).lower()})"
+            )
         geometry = config.augmentation
         if not (
             0 <= geometry.shift < 0.5 and 0 <= geometry.rotate <= 45 and 0 <= geometry.scale < 0.5
@@ -386,7 +403,7 @@ def train_model(
 
     `train` is (images, targets): targets in [0, 1], soft or binary (see `training_targets`);
     `val` is (images, binary labels). With `config.refit`, `train` already holds the validation
-    images (`fitting_data`): `val` is not used, the run lasts `epochs` and ends at the last one.
+    images (`member_data`): `val` is not used, the run lasts `epochs` and ends at the last one.
     """
     x_train, y_train = train
     if config.balance_classes:
@@ -429,18 +446,73 @@ def train_model(
     return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 
-def fitting_data(
+Images = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class MemberData:
+    """What one member fits, (images, targets in [0, 1]), and early-stops on, (images, binary
+    labels)."""
+
+    fit: tuple[Images, Images]
+    val: tuple[Images, Images]
+
+
+def cross_folds(
+    train: dict[str, npt.NDArray[Any]], folds: int, size: int, seed: int
+) -> list[npt.NDArray[np.int64]]:
+    """`folds` disjoint index sets of the training split, `size` images each, stratified by label
+    and cell type as prepare's splits are."""
+    from sklearn.model_selection import train_test_split
+
+    keys = np.array([f"{int(y)}/{t}" for y, t in zip(train["y"], train["type"], strict=True)])
+    pool = np.arange(len(keys))
+    chosen = []
+    for i in range(folds):
+        try:
+            pool, fold = train_test_split(
+                pool, test_size=size, random_state=seed + i, stratify=keys[pool]
+            )
+        except ValueError as exc:  # sklearn: too few images left to hold every group
+            raise PipelineError(
+                f"cannot carve {folds} stratified validation folds of {size} images out of "
+                f"{len(keys)} training images: {exc}; use fewer members (train.ensemble) or "
+                "train.cross_fold: false"
+            ) from exc
+        chosen.append(np.sort(fold))
+    return chosen
+
+
+def member_data(
     train: dict[str, npt.NDArray[Any]], val: dict[str, npt.NDArray[Any]], config: TrainConfig
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """(images, targets) that the members fit: the training split, plus the validation split
-    when `config.refit`."""
-    x, targets = train["x"], training_targets(train, config.soft_targets)
-    if not config.refit:
-        return x, targets
-    return (
-        np.concatenate([x, val["x"]]),
-        np.concatenate([targets, training_targets(val, config.soft_targets)]),
-    )
+) -> list[MemberData]:
+    """Per member, what it fits and early-stops on (prepare's splits, `load_split`):
+    - by default every member fits the training split and early-stops on the validation split;
+    - `refit`: every member fits train + val (the validation data is then not used);
+    - `cross_fold`: member 1 as by default; member i > 1 early-stops on its own stratified fold
+      of the training split (`cross_folds`, the validation split's size) and fits the rest of
+      it plus the validation split, so no training cell is left only to pick epochs."""
+    targets = training_targets(train, config.soft_targets)
+    held_out = (val["x"], val["y"].astype(np.float32))
+    if config.refit:
+        fit = (
+            np.concatenate([train["x"], val["x"]]),
+            np.concatenate([targets, training_targets(val, config.soft_targets)]),
+        )
+        return [MemberData(fit, held_out)] * config.ensemble
+    shared = MemberData((train["x"], targets), held_out)
+    if not config.cross_fold:
+        return [shared] * config.ensemble
+    val_targets = training_targets(val, config.soft_targets)
+    data = [shared]
+    for fold in cross_folds(train, config.ensemble - 1, len(val["x"]), config.seed):
+        rest = np.setdiff1d(np.arange(len(targets)), fold)
+        fit = (
+            np.concatenate([train["x"][rest], val["x"]]),
+            np.concatenate([targets[rest], val_targets]),
+        )
+        data.append(MemberData(fit, (train["x"][fold], train["y"][fold].astype(np.float32))))
+    return data
 
 
 @dataclass(frozen=True)
@@ -451,28 +523,26 @@ class Trained:
 
 
 def train_members(
-    config: TrainConfig,
-    image_size: int,
-    train: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
-    val: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]],
-    verbose: int = 2,
+    config: TrainConfig, image_size: int, data: Sequence[MemberData], verbose: int = 2
 ) -> Trained:
     """Train `config.ensemble` members, member i from seed `config.seed + i` (its own weights
-    and batch order, same data), and average them. Member 0 is what a single model would be.
-    The models read as many input planes as the images have (`base.channels`, via prepare)."""
+    and batch order) on `data[i]` (`member_data`), and average them. Member 0 is what a single
+    model would be. The models read as many input planes as the images have (`base.channels`)."""
+    if len(data) != config.ensemble:
+        raise PipelineError(f"{len(data)} members' data for train.ensemble={config.ensemble}")
     members, histories = [], []
     started = time.monotonic()
     for i in range(config.ensemble):
         member_config = dataclasses.replace(config, seed=config.seed + i)
         make_deterministic(member_config.seed)
         name = "elpv_cnn" if config.ensemble == 1 else f"elpv_cnn_member{i + 1}"
-        model = model_for(member_config, image_size, name, channels=train[0].shape[-1])
+        model = model_for(member_config, image_size, name, channels=data[i].fit[0].shape[-1])
         if config.ensemble > 1 and verbose:
             print(
                 f"train: member {i + 1} of {config.ensemble} (seed {member_config.seed})",
                 flush=True,
             )
-        histories.append(train_model(model, train, val, member_config, verbose))
+        histories.append(train_model(model, data[i].fit, data[i].val, member_config, verbose))
         members.append(model)
     return Trained(average_members(members), histories, time.monotonic() - started)
 
@@ -512,25 +582,27 @@ def save_history(
 
 
 def training_summary(
-    trained: Trained, val: dict[str, npt.NDArray[Any]], refit: bool = False
+    trained: Trained, val: dict[str, npt.NDArray[Any]], config: TrainConfig
 ) -> dict[str, Any]:
     """metrics/train.json: the saved model's validation accuracy and AUC (the members averaged,
-    each at its best-validation-AUC epoch), each member's best epoch and validation scores (a
-    dict per member, not lists, so `dvc metrics show` lists them), time and size. After a
-    `refit` the validation split was training data: its scores are null, the epoch the last."""
+    each at its best-validation-AUC epoch), each member's best epoch and scores on the data it
+    early-stopped on (a dict per member, not lists, so `dvc metrics show` lists them), time and
+    size. After a `refit` the validation split was training data: every score is null and the
+    epoch the last. With `cross_fold` members the averaged model's score is null (member 2
+    fitted the validation split); each member's, on its own fold, stays."""
     from sklearn.metrics import roc_auc_score
 
     y = val["y"] > 0.5
     per_member = {}
     for i, h in enumerate(trained.histories, start=1):
-        b = len(h["loss"]) - 1 if refit else int(np.argmax(h["val_auc"]))
+        b = len(h["loss"]) - 1 if config.refit else int(np.argmax(h["val_auc"]))
         per_member[f"member_{i}"] = {
             "best_epoch": b + 1,
-            "val_auc": None if refit else h["val_auc"][b],
-            "val_accuracy": None if refit else h["val_accuracy"][b],
+            "val_auc": None if config.refit else h["val_auc"][b],
+            "val_accuracy": None if config.refit else h["val_accuracy"][b],
         }
     val_accuracy = val_auc = None
-    if not refit:  # after a refit the validation split was training data: nothing to score
+    if config.scores_validation:
         p = trained.model.predict(val["x"], batch_size=64, verbose=0).ravel()
         val_accuracy = float(np.mean((p > 0.5) == y))
         if 0 < y.sum() < len(y):
@@ -538,7 +610,8 @@ def training_summary(
     return {
         "members": len(trained.histories),
         "epochs_run": max(len(h["loss"]) for h in trained.histories),
-        "refit": refit,
+        "refit": config.refit,
+        "cross_fold": config.cross_fold,
         "per_member": per_member,
         "val_accuracy": val_accuracy,
         "val_auc": val_auc,
@@ -557,32 +630,42 @@ def main(argv: list[str] | None = None) -> None:
     config = TrainConfig.from_params(section(params, "train"), seed=int(base["seed"]))
     train_split, val_split = load_split(args.prepared, "train"), load_split(args.prepared, "val")
     size = int(base["image_size"])
-    x, targets = fitting_data(train_split, val_split, config)
-    images = (
-        f"{len(x)} train + val images (refit: {config.epochs} epochs, the last kept)"
-        if config.refit
-        else f"{len(x)} train / {len(val_split['x'])} val images, up to {config.epochs} epochs"
-    )
+    data = member_data(train_split, val_split, config)
+    n_train, n_val = len(train_split["x"]), len(val_split["x"])
+    if config.refit:
+        images = f"{n_train + n_val} train + val images (refit: {config.epochs} epochs, last kept)"
+    elif config.cross_fold:
+        images = (
+            f"{n_train + n_val} train + val images, each member early-stopping on its own "
+            f"{n_val} (cross-fold), up to {config.epochs} epochs"
+        )
+    else:
+        images = f"{n_train} train / {n_val} val images, up to {config.epochs} epochs"
     print(
-        f"train: {images} at {size}x{size} x {x.shape[-1]} channel(s), "
+        f"train: {images} at {size}x{size} x {train_split['x'].shape[-1]} channel(s), "
         f"{config.ensemble} member(s), {'soft' if config.soft_targets else 'binary'} targets",
         flush=True,
     )
-    trained = train_members(config, size, (x, targets), (val_split["x"], val_split["y"]))
+    trained = train_members(config, size, data)
     MODEL_PATH.parent.mkdir(parents=True, exist_ok=True)
     trained.model.save(MODEL_PATH)
-    summary = training_summary(trained, val_split, config.refit)
+    summary = training_summary(trained, val_split, config)
     write_json(Path("metrics/train.json"), summary)
     save_history(
         trained.histories, Path("plots/training_history.csv"), Path("plots/training_history.png")
     )
     auc = "n/a" if summary["val_auc"] is None else f"{summary['val_auc']:.4f}"
     best_epochs = ", ".join(str(m["best_epoch"]) for m in summary["per_member"].values())
-    scores = (
-        "validation split trained on (refit)"
-        if config.refit
-        else f"val accuracy {summary['val_accuracy']:.4f}, AUC {auc}"
-    )
+    if config.refit:
+        scores = "validation split trained on (refit)"
+    elif config.cross_fold:
+        scores = (
+            "member val accuracy "
+            + ", ".join(f"{m['val_accuracy']:.4f}" for m in summary["per_member"].values())
+            + " (each on its own fold)"
+        )
+    else:
+        scores = f"val accuracy {summary['val_accuracy']:.4f}, AUC {auc}"
     print(
         f"train: {scores} ({config.ensemble} member(s), kept epochs {best_epochs}) in "
         f"{trained.seconds:.0f}s -> {MODEL_PATH}, metrics/train.json, plots/training_history.png"
