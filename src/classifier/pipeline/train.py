@@ -21,6 +21,8 @@ What made it work (measured on the validation split, docs/pipeline.md "Recipe"):
 - Two members (`train.ensemble`), seeded apart, averaged into the one saved model: models from
   different seeds differ by +-1 point of validation accuracy on their own, and their mean is
   about half a point better than one of them and steadier from seed to seed.
+- Cross-fold members (`train.cross_fold`): the second early-stops on its own fold of the
+  training split and fits the rest plus the validation split, so the pair fits every cell.
 
 Writes `models/model.keras`, `metrics/train.json` and `plots/training_history.{csv,png}`.
 """
