@@ -94,6 +94,12 @@ def test_dvc_repro_runs_every_stage_on_a_generated_dataset(project: Path) -> Non
     trained = json.loads((project / "metrics/train.json").read_text(encoding="utf-8"))
     assert trained["members"] == members
     assert [m["best_epoch"] for m in trained["per_member"].values()] == [1] * members
+    # params.yaml's cross_fold: with it, each member scored its own fold and the averaged model
+    # has no held-out validation score.
+    cross_fold = bool(tiny_params("generated")["train"]["cross_fold"])  # type: ignore[index]
+    assert trained["cross_fold"] is cross_fold
+    assert (trained["val_accuracy"] is None) is cross_fold
+    assert all(m["val_accuracy"] is not None for m in trained["per_member"].values())
     metrics = json.loads((project / "metrics/metrics.json").read_text(encoding="utf-8"))
     assert set(metrics["per_cell_type"]) == {"alpha", "beta"}
     assert 0.0 <= metrics["accuracy"] <= 1.0
