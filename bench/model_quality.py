@@ -113,6 +113,15 @@ def augmentation(train: dict[str, Any]) -> str:
     return ", ".join(words) or "none"
 
 
+def fitting_note(train: dict[str, Any]) -> str:
+    """What the members fit and stop on, when it is not the training split and val."""
+    if train.get("refit"):
+        return ", refit on train + val (last epoch kept)"
+    if train.get("cross_fold"):
+        return ", cross-fold (member i > 1 early-stops on its own fold of train)"
+    return ""
+
+
 def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) -> str:
     base, train = params["base"], params["train"]
     lines = [
@@ -128,14 +137,7 @@ def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) 
         f"{'soft' if train.get('soft_targets', True) else 'binary'} targets, "
         f"{'class weights' if train.get('balance_classes', False) else 'no class weights'}, "
         f"global {train.get('pooling', 'avg')} pooling, augmentation: {augmentation(train)}, "
-        f"{train.get('ensemble', 1)} member(s)"
-        f"{', refit on train + val (last epoch kept)' if train.get('refit') else ''}"
-        + (
-            ", cross-fold (member i > 1 early-stops on its own fold of train)"
-            if train.get("cross_fold")
-            else ""
-        )
-        + ". "
+        f"{train.get('ensemble', 1)} member(s){fitting_note(train)}. "
         "Split: stratified 75/25 by label and cell type, val = 15 % of train.",
         "",
         "| split seed | accuracy | balanced acc. | ROC AUC | F1 | mono acc. | poly acc. "

@@ -60,3 +60,15 @@ def test_bad_arguments_are_refused_before_any_training(
     with pytest.raises(SystemExit) as exc:
         model_quality.main(argv)
     assert message in str(exc.value) + capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("knobs", "note"),
+    [
+        ({}, ""),
+        ({"refit": True}, ", refit on train + val (last epoch kept)"),
+        ({"cross_fold": True}, ", cross-fold (member i > 1 early-stops on its own fold of train)"),
+    ],
+)
+def test_the_section_says_what_the_members_fit(knobs: dict[str, bool], note: str) -> None:
+    assert model_quality.fitting_note({"refit": False, "cross_fold": False, **knobs}) == note
