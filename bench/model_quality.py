@@ -108,7 +108,7 @@ def augmentation(train: dict[str, Any]) -> str:
     """The augmentation params in words, e.g. "flips, brightness 0.1, contrast 0.1"."""
     aug = train.get("augment", {})
     words = [name for name, key in (("flips", "flip"), ("rot90", "rot90")) if aug.get(key)]
-    keys = ("brightness", "contrast", "shift", "rotate", "scale")
+    keys = ("brightness", "contrast", "shift", "rotate", "scale", "mixup")
     words += [f"{key} {aug[key]}" for key in keys if aug.get(key)]
     return ", ".join(words) or "none"
 

@@ -72,3 +72,9 @@ def test_bad_arguments_are_refused_before_any_training(
 )
 def test_the_section_says_what_the_members_fit(knobs: dict[str, bool], note: str) -> None:
     assert model_quality.fitting_note({"refit": False, "cross_fold": False, **knobs}) == note
+
+
+def test_the_section_names_every_augmentation_that_is_on() -> None:
+    aug = {"flip": True, "rot90": False, "brightness": 0.1, "shift": 0.0, "mixup": 0.2}
+    assert model_quality.augmentation({"augment": aug}) == "flips, brightness 0.1, mixup 0.2"
+    assert model_quality.augmentation({"augment": {"flip": False}}) == "none"

@@ -37,4 +37,7 @@ def test_summary_lines_report_metrics_per_type_and_artefacts() -> None:
     # Cross-fold members: member 2 fitted the validation split, so no ensemble score either.
     cross_fold = {**train, "cross_fold": True, "val_accuracy": None}
     text = "\n".join(summary_lines(metrics, cross_fold, export))
-    assert "(kept 2, 3), cross-fold (each member early-stopped on its own fold), 1.5 min" in text
+    assert (
+        "(kept 2, 3), cross-fold (member 1 early-stopped on val, the others on their own "
+        "folds), 1.5 min" in text
+    )

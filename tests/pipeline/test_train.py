@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from classifier.pipeline.train import (
     cross_folds,
     lr_schedule,
     member_data,
+    mix_batch,
     save_history,
     train_members,
     train_model,
@@ -117,6 +119,52 @@ def test_geometric_jitter_off_is_the_identity_and_on_stays_in_range() -> None:
     assert not np.allclose(out, x)
 
 
+def test_mixup_blends_each_image_with_a_partner_and_its_target_and_weight_alike() -> None:
+    n = 64
+    # Image i is the constant i / n, so a mixed image's value says which share it got.
+    x = np.broadcast_to((np.arange(n) / n).reshape(n, 1, 1, 1), (n, 4, 4, 1)).astype(np.float32)
+    y = (np.arange(n) % 2).astype(np.float32)
+    weights = np.linspace(1.0, 2.0, n, dtype=np.float32)
+    mixed_x, mixed_y, mixed_w = mix_batch(x, y, weights, 0.4, np.random.default_rng(5))
+    assert mixed_x.shape == x.shape
+    assert mixed_x.dtype == mixed_y.dtype == mixed_w.dtype == np.float32
+    assert not np.allclose(mixed_x, x)
+    # The same share and partner, per image, for pixels, target and weight.
+    partner = np.random.default_rng(5)
+    share = partner.beta(0.4, 0.4, size=n).astype(np.float32)
+    share = np.maximum(share, 1.0 - share)
+    j = partner.permutation(n)
+    np.testing.assert_allclose(
+        mixed_x[:, 0, 0, 0], share * x[:, 0, 0, 0] + (1 - share) * x[j, 0, 0, 0], atol=1e-6
+    )
+    np.testing.assert_allclose(mixed_y, share * y + (1 - share) * y[j], atol=1e-6)
+    np.testing.assert_allclose(mixed_w, share * weights + (1 - share) * weights[j], atol=1e-6)
+    assert share.min() >= 0.5  # every image stays mostly itself
+    assert mixed_y.min() >= 0.0
+    assert mixed_y.max() <= 1.0
+    assert np.all(mixed_x == mixed_x[:, :1, :1, :])  # a blend of constants is constant
+
+
+def test_batches_mix_only_when_mixup_is_on() -> None:
+    from classifier.pipeline.train import AugmentedBatches
+
+    x = np.random.default_rng(0).random((16, 8, 8, 1)).astype(np.float32)
+    y = (np.arange(16) % 2).astype(np.float32)
+    weights = np.ones(16, np.float32)
+    plain = Augmentation(flip=False, rot90=False, brightness=0.0, contrast=0.0)
+    off = AugmentedBatches(x, y, weights, TrainConfig(batch_size=16, augmentation=plain))
+    _, y_off, _ = off[0]
+    assert set(np.unique(y_off)) == {0.0, 1.0}  # targets untouched
+    mixed = dataclasses.replace(plain, mixup=0.4)
+    on = AugmentedBatches(x, y, weights, TrainConfig(batch_size=16, augmentation=mixed))
+    x_on, y_on, _ = on[0]
+    assert np.any((y_on > 0.0) & (y_on < 1.0))  # some targets blended
+    x_again, _, _ = AugmentedBatches(x, y, weights, TrainConfig(batch_size=16, augmentation=mixed))[
+        0
+    ]
+    np.testing.assert_array_equal(x_on, x_again)  # seeded: the same batch every run
+
+
 def test_class_weights_make_both_classes_count_equally() -> None:
     y = np.array([1, 0, 0, 0], dtype=np.float32)
     weights = class_weights(y)
@@ -198,6 +246,7 @@ def test_thresholded_accuracy_counts_soft_targets_by_their_side_of_one_half() ->
         ("augment", {"shift": 0.6}, "shift and scale must be in"),
         ("augment", {"rotate": -1}, "rotate in"),
         ("augment", {"scale": 0.5}, "shift and scale must be in"),
+        ("augment", {"mixup": -0.2}, "train.augment.mixup is the Beta"),
     ],
 )
 def test_train_config_rejects_out_of_range_values(key: str, value: Any, message: str) -> None:

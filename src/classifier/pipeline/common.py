@@ -76,6 +76,12 @@ class Sample:
     cell_type: str  # "mono" or "poly" for ELPV; any string for other datasets
 
 
+def stratum(label: int, cell_type: str) -> str:
+    """The key every stratified split uses (prepare's splits, train's cross-fold folds): the
+    binary label and the cell type together, as in the paper."""
+    return f"{label}/{cell_type}"
+
+
 def read_labels(data_dir: Path) -> list[Sample]:
     """Read and validate `<data_dir>/labels.csv`; every listed image must exist."""
     labels_path = data_dir / LABELS_FILE

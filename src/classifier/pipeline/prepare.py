@@ -35,6 +35,7 @@ from classifier.pipeline.common import (
     load_params,
     read_labels,
     section,
+    stratum,
     write_json,
 )
 
@@ -48,8 +49,8 @@ def binary_label(probability: float, threshold: float) -> int:
 
 
 def strata(samples: list[Sample], threshold: float) -> list[str]:
-    """The stratification key: label and cell type together, as in the paper."""
-    return [f"{binary_label(s.probability, threshold)}/{s.cell_type}" for s in samples]
+    """Each sample's stratification key (`stratum`)."""
+    return [stratum(binary_label(s.probability, threshold), s.cell_type) for s in samples]
 
 
 def split_indices(

@@ -47,7 +47,7 @@ def summary_lines(
         + (
             "refit on train + val, "
             if train.get("refit")
-            else "cross-fold (each member early-stopped on its own fold), "
+            else "cross-fold (member 1 early-stopped on val, the others on their own folds), "
             if train.get("cross_fold")
             else f"val accuracy {train['val_accuracy']:.4f}, "
         )

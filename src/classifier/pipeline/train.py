@@ -51,6 +51,7 @@ from classifier.pipeline.common import (
     load_params,
     section,
     set_seeds,
+    stratum,
     write_json,
 )
 from classifier.pipeline.prepare import load_split
@@ -71,6 +72,9 @@ class Augmentation:
     shift: float = 0.0  # max translation, as a fraction of the side
     rotate: float = 0.0  # max rotation, degrees (busbars stay about horizontal)
     scale: float = 0.0  # max relative zoom in or out
+    # Mixup (Zhang et al. 2018): each image blended with another of its batch, the targets and
+    # weights with the same share; the share comes from Beta(mixup, mixup). 0 = off.
+    mixup: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class TrainConfig:
                 shift=float(aug.get("shift", 0.0)),
                 rotate=float(aug.get("rotate", 0.0)),
                 scale=float(aug.get("scale", 0.0)),
+                mixup=float(aug.get("mixup", 0.0)),
             ),
             soft_targets=bool(cfg.get("soft_targets", True)),
             balance_classes=bool(cfg.get("balance_classes", False)),
@@ -171,6 +176,11 @@ class TrainConfig:
             raise PipelineError(
                 "train.augment: shift and scale must be in [0, 0.5) and rotate in [0, 45] degrees, "
                 f"got shift={geometry.shift}, scale={geometry.scale}, rotate={geometry.rotate}"
+            )
+        if geometry.mixup < 0:
+            raise PipelineError(
+                "train.augment.mixup is the Beta(a, a) parameter of the blend share: use a value "
+                f">= 0 (0 = off; 0.1-0.4 are usual), got {geometry.mixup}"
             )
         if config.pooling not in POOLINGS:
             raise PipelineError(
@@ -309,6 +319,28 @@ def augment_batch(
     return out
 
 
+def mix_batch(
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.float32],
+    weights: npt.NDArray[np.float32],
+    alpha: float,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    """Mixup: image i becomes share * x[i] + (1 - share) * x[j] for a random partner j of the
+    batch, its target and weight blended the same way. The share is drawn from Beta(alpha,
+    alpha) and folded to >= 0.5, so every mixed image is mostly itself. Targets in [0, 1] stay
+    in [0, 1]: a blend of two defect probabilities is one."""
+    share = rng.beta(alpha, alpha, size=len(x)).astype(np.float32)
+    share = np.maximum(share, 1.0 - share)
+    partner = rng.permutation(len(x))
+    pixels = share.reshape((-1,) + (1,) * (x.ndim - 1))
+    return (
+        (pixels * x + (1.0 - pixels) * x[partner]).astype(np.float32),
+        (share * y + (1.0 - share) * y[partner]).astype(np.float32),
+        (share * weights + (1.0 - share) * weights[partner]).astype(np.float32),
+    )
+
+
 class AugmentedBatches(keras.utils.PyDataset):  # type: ignore[misc]
     """Shuffled, augmented training batches; the RNG is seeded per epoch so runs repeat."""
 
@@ -332,11 +364,11 @@ class AugmentedBatches(keras.utils.PyDataset):  # type: ignore[misc]
         size = self.config.batch_size
         idx = self.order[index * size : (index + 1) * size]
         rng = np.random.default_rng([self.config.seed, self.epoch, index])
-        return (
-            augment_batch(self.x[idx], self.config.augmentation, rng),
-            self.y[idx],
-            self.weights[idx],
-        )
+        aug = self.config.augmentation
+        x, y, weights = augment_batch(self.x[idx], aug, rng), self.y[idx], self.weights[idx]
+        if aug.mixup > 0:
+            return mix_batch(x, y, weights, aug.mixup, rng)
+        return x, y, weights
 
     def on_epoch_end(self) -> None:
         self.epoch += 1
@@ -467,7 +499,7 @@ def cross_folds(
     and cell type as prepare's splits are."""
     from sklearn.model_selection import train_test_split
 
-    keys = np.array([f"{int(y)}/{t}" for y, t in zip(train["y"], train["type"], strict=True)])
+    keys = np.array([stratum(int(y), t) for y, t in zip(train["y"], train["type"], strict=True)])
     pool = np.arange(len(keys))
     chosen = []
     for i in range(folds):
@@ -638,8 +670,9 @@ def main(argv: list[str] | None = None) -> None:
         images = f"{n_train + n_val} train + val images (refit: {config.epochs} epochs, last kept)"
     elif config.cross_fold:
         images = (
-            f"{n_train + n_val} train + val images, each member early-stopping on its own "
-            f"{n_val} (cross-fold), up to {config.epochs} epochs"
+            f"{n_train + n_val} train + val images (cross-fold: member 1 early-stops on the "
+            f"{n_val} val images, each other member on its own fold of {n_val} train images), "
+            f"up to {config.epochs} epochs"
         )
     else:
         images = f"{n_train} train / {n_val} val images, up to {config.epochs} epochs"
