@@ -122,6 +122,11 @@ def fitting_note(train: dict[str, Any]) -> str:
     return ""
 
 
+def sam_note(train: dict[str, Any]) -> str:
+    rho = float(train.get("sam_rho", 0.0))
+    return f" with sharpness-aware steps (rho {rho:g})" if rho > 0 else ""
+
+
 def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) -> str:
     base, train = params["base"], params["train"]
     lines = [
@@ -132,7 +137,7 @@ def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) 
         f"Recipe: params.yaml — {base['image_size']}x{base['image_size']} "
         f"{' + '.join(base.get('channels', ['gray']))}, filters "
         f"{train['filters']} x{train.get('convs_per_block', 2)} conv, up to {train['epochs']} "
-        f"epochs, Adam {train['learning_rate']} warmup + cosine, BN momentum "
+        f"epochs, Adam {train['learning_rate']} warmup + cosine{sam_note(train)}, BN momentum "
         f"{train.get('bn_momentum', 0.9)}, "
         f"{'soft' if train.get('soft_targets', True) else 'binary'} targets, "
         f"{'class weights' if train.get('balance_classes', False) else 'no class weights'}, "

@@ -78,3 +78,9 @@ def test_the_section_names_every_augmentation_that_is_on() -> None:
     aug = {"flip": True, "rot90": False, "brightness": 0.1, "shift": 0.0, "mixup": 0.2}
     assert model_quality.augmentation({"augment": aug}) == "flips, brightness 0.1, mixup 0.2"
     assert model_quality.augmentation({"augment": {"flip": False}}) == "none"
+
+
+def test_the_section_names_sharpness_aware_steps_when_on() -> None:
+    assert model_quality.sam_note({"sam_rho": 0.05}) == " with sharpness-aware steps (rho 0.05)"
+    assert model_quality.sam_note({"sam_rho": 0.0}) == ""
+    assert model_quality.sam_note({}) == ""

@@ -98,6 +98,9 @@ class TrainConfig:
     # > 0: validate, keep and save an exponential moving average of the weights (Keras' own
     # `use_ema`), which smooths the epoch-to-epoch swings of ~50 steps per epoch; 0 = off.
     ema_momentum: float = 0.0
+    # > 0: sharpness-aware minimisation (`SharpnessAware`) with this neighbourhood radius; each
+    # step costs two forward and backward passes. 0 = plain steps.
+    sam_rho: float = 0.0
     ensemble: int = 1  # members trained with seeds seed, seed + 1, ...; the model averages them
     # Fit on train + val for exactly `epochs` epochs and keep the last one. Only once the recipe
     # was chosen on validation: the validation split is then training data, not a check.
@@ -143,6 +146,7 @@ class TrainConfig:
             stem_stride=int(cfg.get("stem_stride", 1)),
             weight_decay=float(cfg.get("weight_decay", 0.0)),
             ema_momentum=float(cfg.get("ema_momentum", 0.0)),
+            sam_rho=float(cfg.get("sam_rho", 0.0)),
             ensemble=int(cfg.get("ensemble", 1)),
             refit=bool(cfg.get("refit", False)),
             cross_fold=bool(cfg.get("cross_fold", False)),
@@ -160,6 +164,11 @@ class TrainConfig:
         if not 0.0 <= config.ema_momentum < 1.0:
             raise PipelineError(
                 f"train.ema_momentum must be in [0, 1) (0 = off), got {config.ema_momentum}"
+            )
+        if config.sam_rho < 0:
+            raise PipelineError(
+                "train.sam_rho is the radius of sharpness-aware minimisation's neighbourhood: use "
+                f"a value >= 0 (0 = off; 0.05 is the paper's default), got {config.sam_rho}"
             )
         if config.ensemble < 1:
             raise PipelineError(f"train.ensemble must be >= 1 (members), got {config.ensemble}")
@@ -408,6 +417,47 @@ class ThresholdedAccuracy(keras.metrics.BinaryAccuracy):  # type: ignore[misc]
         return super().update_state(binary, y_pred, sample_weight)
 
 
+class SharpnessAware(keras.Model):  # type: ignore[misc]
+    """Sharpness-aware minimisation (Foret et al., ICLR 2021), as a functional model's training
+    step: move the weights up the loss gradient to the worst point within an L2 ball of radius
+    `rho`, take the gradient there, and apply it to the original weights with the optimizer.
+    It prefers flat minima, which generalise better on small data; each step costs 2 passes.
+
+    Build it on another model's inputs and outputs (`SharpnessAware(m.inputs, m.outputs,
+    rho=...)`): the layers, so the weights, are shared, and the plain model is what is saved."""
+
+    def __init__(self, *args: Any, rho: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rho = rho
+
+    def train_step(self, data: Any) -> dict[str, Any]:
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self.trainable_variables
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight)
+        gradients = tape.gradient(loss, variables)
+        scale = self.rho / (tf.linalg.global_norm(gradients) + 1e-12)
+        ascent = [None if g is None else g * scale for g in gradients]
+        for variable, step in zip(variables, ascent, strict=True):
+            if step is not None:
+                variable.assign_add(step)
+        with tf.GradientTape() as tape:
+            sharp_pred = self(x, training=True)
+            sharp_loss = self.compute_loss(
+                x=x, y=y, y_pred=sharp_pred, sample_weight=sample_weight, training=False
+            )
+        sharp_gradients = tape.gradient(sharp_loss, variables)
+        for variable, step in zip(variables, ascent, strict=True):
+            if step is not None:
+                variable.assign_sub(step)
+        self.optimizer.apply_gradients(zip(sharp_gradients, variables, strict=True))
+        for metric in self.metrics:  # the loss and metrics of the weights before the step
+            if metric.name == "loss":
+                metric.update_state(loss)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)  # type: ignore[no-any-return]
+
+
 def lr_schedule(
     config: TrainConfig, steps_per_epoch: int
 ) -> keras.optimizers.schedules.CosineDecay:
@@ -446,7 +496,10 @@ def train_model(
     else:
         sample_weights = np.ones(len(y_train))
     batches = AugmentedBatches(x_train, y_train, sample_weights.astype(np.float32), config)
-    model.compile(
+    trainer = model
+    if config.sam_rho:
+        trainer = SharpnessAware(model.inputs, model.outputs, rho=config.sam_rho, name=model.name)
+    trainer.compile(
         optimizer=keras.optimizers.Adam(
             lr_schedule(config, len(batches)),
             weight_decay=config.weight_decay or None,
@@ -463,7 +516,7 @@ def train_model(
             monitor="val_auc", mode="max", patience=config.patience, restore_best_weights=True
         ),
     ]
-    history = model.fit(
+    history = trainer.fit(
         batches,
         validation_data=None if config.refit else val,
         epochs=config.epochs,
@@ -473,7 +526,7 @@ def train_model(
     # The saved .keras file records the compile config; keep only built-in objects in it so any
     # Keras can load the model without importing this module (ThresholdedAccuracy is local).
     model.compile(
-        optimizer=model.optimizer,
+        optimizer=trainer.optimizer,
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc")],
     )
