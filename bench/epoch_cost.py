@@ -1,0 +1,174 @@
+"""Epoch time of one member under params.yaml variants, side by side (docs/pipeline.md round 12).
+
+    .venv/bin/python -m bench.epoch_cost --epochs 5 --rounds 2 \
+        --variant "96 px" --variant "64 px" base.image_size=64
+
+What a cheaper member would cost, measured rather than read off its FLOPs (round 9: a 64 px
+epoch beside another training took 0.65x a 96 px one, not the 0.44x its pixels promise). Each
+variant (a name, then `KEY=VALUE` overrides of params.yaml as `bench.recipe_trial --set` takes
+them) runs in its own process: the pipeline's prepare (split `base.seed`) at the variant's
+image size, then member 1's training for `--epochs` epochs. Variants are interleaved round by
+round so host noise falls on all alike. Prints each variant's median epoch time after the first
+(graph building) and its ratio to the first variant's, and writes them to docs/benchmarks.md
+(section `epoch-cost`). Slow: rounds x variants short trainings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.recipe_trial import apply_override
+from bench.report import machine_line, write_section
+from classifier.pipeline.common import load_params
+
+
+def train_once(
+    overrides: list[str], epochs: int, params_file: Path = Path("params.yaml")
+) -> list[float]:
+    """In this process: prepare and train member 1 under `overrides`; returns epoch times."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    from classifier.pipeline import train
+    from classifier.pipeline.common import input_channels, section
+    from classifier.pipeline.prepare import load_split, prepare
+
+    params = copy.deepcopy(load_params(params_file))
+    for assignment in overrides:
+        apply_override(params, assignment)
+    base, prep = section(params, "base"), section(params, "prepare")
+    size, seed = int(base["image_size"]), int(base["seed"])
+    config = train.TrainConfig.from_params(section(params, "train"), seed=seed)
+    config = dataclasses.replace(config, epochs=epochs, patience=epochs, refit=False)
+    times: list[float] = []
+
+    class EpochTimer(keras.callbacks.Callback):  # type: ignore[misc]
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.started = time.perf_counter()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            times.append(time.perf_counter() - self.started)
+
+    fit = keras.Model.fit
+
+    def timed_fit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs["callbacks"] = [*(kwargs.get("callbacks") or []), EpochTimer()]
+        return fit(self, *args, **kwargs)
+
+    keras.Model.fit = timed_fit  # train_model builds its own callbacks: add the timer to them
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            prepare(
+                Path(base["data_dir"]),
+                Path(out),
+                image_size=size,
+                threshold=float(base["threshold"]),
+                test_fraction=float(prep["test_fraction"]),
+                val_fraction=float(prep["val_fraction"]),
+                seed=seed,
+                channels=input_channels(base),
+            )
+            train_split, val_split = load_split(Path(out), "train"), load_split(Path(out), "val")
+            x, targets = train.member_data(train_split, val_split, config)[0].fit
+            train.make_deterministic(seed)
+            model = train.model_for(config, size, channels=x.shape[-1])
+            train.train_model(
+                model, (x, targets), (val_split["x"], val_split["y"]), config, verbose=0
+            )
+    finally:
+        keras.Model.fit = fit
+    return times
+
+
+def parse_variants(raw: list[list[str]]) -> dict[str, list[str]]:
+    """`--variant NAME [KEY=VALUE ...]` lists -> {name: overrides}; names unique, >= 2 variants."""
+    variants: dict[str, list[str]] = {}
+    for name, *overrides in raw:
+        if name in variants:
+            raise SystemExit(f"--variant {name!r} given twice: give each variant its own name")
+        if "=" in name:
+            raise SystemExit(f"--variant {name!r}: start with a name, then KEY=VALUE overrides")
+        variants[name] = overrides
+    if len(variants) < 2:
+        raise SystemExit("give at least two --variant: the first is the reference for ratios")
+    return variants
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        action="append",
+        default=[],
+        metavar="NAME [KEY=VALUE]",
+        help="a name, then params.yaml overrides (YAML values); the first is the reference",
+    )
+    # Internal: the child process trains one variant and prints its epoch times as JSON.
+    parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.epochs < 2 or args.rounds < 1:
+        raise SystemExit("--epochs must be >= 2 (the first is not timed) and --rounds >= 1")
+    if args.child is not None:
+        print(json.dumps(train_once(args.child, args.epochs)))
+        return
+    variants = parse_variants(args.variant)
+    params = load_params(Path("params.yaml"))
+    for overrides in variants.values():  # fail on a bad key now, not after the first trainings
+        for assignment in overrides:
+            apply_override(copy.deepcopy(params), assignment)
+    medians: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(1, args.rounds + 1):
+        for name, overrides in variants.items():
+            child = [sys.executable, "-m", "bench.epoch_cost", "--epochs", str(args.epochs)]
+            out = subprocess.run(
+                [*child, "--child", *overrides], check=True, capture_output=True, text=True
+            ).stdout
+            times = json.loads(out.strip().splitlines()[-1])
+            medians[name].append(statistics.median(times[1:]))
+            print(f"round {r}, {name}: median epoch {medians[name][-1]:.2f} s", flush=True)
+    print()
+    print(table(variants, medians))
+    command = shlex.join([".venv/bin/python", "-m", "bench.epoch_cost", *(argv or sys.argv[1:])])
+    write_section(
+        "epoch-cost",
+        "## Epoch time of one member, by variant (docs/pipeline.md round 12)\n\n"
+        f"Command: `{command}` (bench/epoch_cost.py) — machine: {machine_line()}. Member 1 "
+        "(seed base.seed) on its own prepared split, each variant in its own process, variants "
+        "interleaved by round; median epoch time (validation included) after the first.\n\n"
+        + table(variants, medians),
+    )
+
+
+def table(variants: dict[str, list[str]], medians: dict[str, list[float]]) -> str:
+    """Markdown: each variant's median epoch time by round and its ratio to the first's."""
+    reference = statistics.mean(next(iter(medians.values())))
+    lines = [
+        "| variant | overrides | median epoch (s), by round | ratio to the first |",
+        "|---|---|---|---|",
+    ]
+    for name, values in medians.items():
+        shown = " ".join(f"`{o}`" for o in variants[name]) or "(params.yaml)"
+        by_round = " / ".join(f"{v:.2f}" for v in values)
+        lines.append(
+            f"| {name} | {shown} | {by_round} | {statistics.mean(values) / reference:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""bench/epoch_cost.py: variants, their errors, the ratio table, and one real timed child."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import bench.epoch_cost as epoch_cost  # the repo root is not on the import path
+from tests.pipeline.test_pipeline_e2e import generate_dataset, tiny_params
+
+
+@pytest.mark.parametrize("argv", [["--epochs", "1"], ["--rounds", "0"]])
+def test_too_few_epochs_or_rounds_is_refused_with_the_bounds(argv: list[str]) -> None:
+    with pytest.raises(SystemExit, match=r"--epochs must be >= 2 .* and --rounds >= 1"):
+        epoch_cost.main([*argv, "--variant", "a", "--variant", "b"])
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ([["96 px"]], "at least two --variant"),
+        ([["a"], ["a", "base.image_size=64"]], "'a' given twice"),
+        ([["base.image_size=64"], ["b"]], "start with a name"),
+    ],
+)
+def test_bad_variants_are_refused_with_what_to_do(raw: list[list[str]], message: str) -> None:
+    with pytest.raises(SystemExit, match=message):
+        epoch_cost.parse_variants(raw)
+
+
+def test_a_bad_key_is_refused_before_any_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_training(*_args: Any, **_kwargs: Any) -> None:
+        raise AssertionError("trained despite a bad override")
+
+    monkeypatch.setattr(subprocess, "run", no_training)
+    with pytest.raises(SystemExit, match=r"no key 'base\.image_sise'"):
+        epoch_cost.main(["--variant", "96 px", "--variant", "64 px", "base.image_sise=64"])
+
+
+def test_variants_are_interleaved_and_compared_by_median_after_the_first_epoch(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[list[str]] = []
+    times = {"": [[9.0, 4.0, 6.0, 5.0], [9.0, 5.0, 7.0, 6.0]], "64": [[9.0, 2.0, 3.0, 4.0]] * 2}
+
+    def fake_child(command: list[str], **_kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """What a child prints, without its training (the parent's plumbing is under test)."""
+        overrides = command[command.index("--child") + 1 :]
+        calls.append(overrides)
+        key = "64" if overrides else ""
+        out = json.dumps(times[key][sum(1 for c in calls if c == overrides) - 1])
+        return subprocess.CompletedProcess(command, 0, stdout=f"prepare: ...\n{out}\n")
+
+    written: dict[str, str] = {}
+    monkeypatch.setattr(subprocess, "run", fake_child)
+    monkeypatch.setattr(epoch_cost, "write_section", written.__setitem__)
+    monkeypatch.setattr(epoch_cost, "machine_line", lambda: "test machine")
+    epoch_cost.main(["--rounds", "2", "--variant", "96", "--variant", "64", "base.image_size=64"])
+    assert calls == [[], ["base.image_size=64"], [], ["base.image_size=64"]]
+    out = capsys.readouterr().out
+    assert "round 2, 96: median epoch 6.00 s" in out  # the first epoch (graph building) left out
+    assert "| 96 | (params.yaml) | 5.00 / 6.00 | 1.00x |" in out
+    assert "| 64 | `base.image_size=64` | 3.00 / 3.00 | 0.55x |" in out
+    section = written["epoch-cost"]  # docs/benchmarks.md gets the table and the exact command
+    assert "| 64 | `base.image_size=64` | 3.00 / 3.00 | 0.55x |" in section
+    assert "--variant 64 base.image_size=64`" in section
+
+
+def test_a_child_times_every_epoch_of_a_real_training(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    generate_dataset(tmp_path / "generated")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params("generated")), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    times = epoch_cost.train_once(["base.image_size=24"], 3, params_file)
+    assert len(times) == 3
+    assert all(t > 0 for t in times)
