@@ -128,16 +128,23 @@ def main(argv: list[str] | None = None) -> None:
         return
     variants = parse_variants(args.variant)
     params = load_params(Path("params.yaml"))
-    for overrides in variants.values():  # fail on a bad key now, not after the first trainings
+    for overrides in variants.values():  # fail on bad input now, not after the first trainings
+        variant = copy.deepcopy(params)
         for assignment in overrides:
-            apply_override(copy.deepcopy(params), assignment)
+            apply_override(variant, assignment)
+        labels = Path(variant["base"]["data_dir"]) / "labels.csv"
+        if not labels.is_file():
+            raise SystemExit(f"{labels} not found: run `make data` first (or fix base.data_dir)")
     medians: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(1, args.rounds + 1):
         for name, overrides in variants.items():
             child = [sys.executable, "-m", "bench.epoch_cost", "--epochs", str(args.epochs)]
-            out = subprocess.run(
-                [*child, "--child", *overrides], check=True, capture_output=True, text=True
-            ).stdout
+            try:
+                out = subprocess.run(
+                    [*child, "--child", *overrides], check=True, capture_output=True, text=True
+                ).stdout
+            except subprocess.CalledProcessError as failed:  # its traceback, not only the code
+                raise SystemExit(f"variant {name!r} failed:\n{failed.stderr[-3000:]}") from None
             times = json.loads(out.strip().splitlines()[-1])
             medians[name].append(statistics.median(times[1:]))
             print(f"round {r}, {name}: median epoch {medians[name][-1]:.2f} s", flush=True)

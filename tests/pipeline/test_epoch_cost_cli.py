@@ -16,6 +16,16 @@ import bench.epoch_cost as epoch_cost  # the repo root is not on the import path
 from tests.pipeline.test_pipeline_e2e import generate_dataset, tiny_params
 
 
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder with a params.yaml and a labels file, as the parent checks before any child."""
+    (tmp_path / "data" / "raw").mkdir(parents=True)
+    (tmp_path / "data" / "raw" / "labels.csv").write_text("path,probability,type\n")
+    (tmp_path / "params.yaml").write_text("base: {data_dir: data/raw, image_size: 96}\n")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 @pytest.mark.parametrize("argv", [["--epochs", "1"], ["--rounds", "0"]])
 def test_too_few_epochs_or_rounds_is_refused_with_the_bounds(argv: list[str]) -> None:
     with pytest.raises(SystemExit, match=r"--epochs must be >= 2 .* and --rounds >= 1"):
@@ -35,6 +45,7 @@ def test_bad_variants_are_refused_with_what_to_do(raw: list[list[str]], message:
         epoch_cost.parse_variants(raw)
 
 
+@pytest.mark.usefixtures("project")
 def test_a_bad_key_is_refused_before_any_training(monkeypatch: pytest.MonkeyPatch) -> None:
     def no_training(*_args: Any, **_kwargs: Any) -> None:
         raise AssertionError("trained despite a bad override")
@@ -44,6 +55,26 @@ def test_a_bad_key_is_refused_before_any_training(monkeypatch: pytest.MonkeyPatc
         epoch_cost.main(["--variant", "96 px", "--variant", "64 px", "base.image_sise=64"])
 
 
+def test_without_the_data_it_says_which_command_makes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "params.yaml").write_text("base: {data_dir: data/raw, image_size: 96}\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=r"data/raw/labels\.csv not found: run `make data` first"):
+        epoch_cost.main(["--variant", "96 px", "--variant", "64 px", "base.image_size=64"])
+
+
+@pytest.mark.usefixtures("project")
+def test_a_failed_child_shows_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def failing_child(command: list[str], **_kwargs: Any) -> None:
+        raise subprocess.CalledProcessError(1, command, stderr="Traceback ...\nValueError: boom")
+
+    monkeypatch.setattr(subprocess, "run", failing_child)
+    with pytest.raises(SystemExit, match=r"(?s)variant '96 px' failed:.*ValueError: boom"):
+        epoch_cost.main(["--variant", "96 px", "--variant", "64 px", "base.image_size=64"])
+
+
+@pytest.mark.usefixtures("project")
 def test_variants_are_interleaved_and_compared_by_median_after_the_first_epoch(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
