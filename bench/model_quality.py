@@ -214,8 +214,14 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             print(f"bench-model: split seed {seed}", flush=True)
             results.append(run_seed(seed, params, Path(tmp)))
-            m = results[-1]["metrics"]
-            print(f"bench-model: seed {seed}: accuracy {m['accuracy']:.4f}", flush=True)
+            # Every number the tables use, as each seed ends: a run cut short still reports them.
+            m, minutes = results[-1]["metrics"], results[-1]["train_seconds"] / 60
+            print(
+                f"bench-model: seed {seed}: accuracy {m['accuracy']:.4f}, balanced "
+                f"{m['balanced_accuracy']:.4f}, ROC AUC {m['roc_auc']:.4f}, "
+                f"training {minutes:.1f} min",
+                flush=True,
+            )
     flags = [f"--set {a}" for a in args.overrides]
     flags += [] if args.section == "model-quality" else [f"--section {args.section}"]
     flags += [] if args.seeds == [42, 1, 2] else ["--seeds " + " ".join(map(str, args.seeds))]
