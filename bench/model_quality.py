@@ -127,8 +127,16 @@ def sam_note(train: dict[str, Any]) -> str:
     return f" with sharpness-aware steps (rho {rho:g})" if rho > 0 else ""
 
 
-def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) -> str:
+def render(
+    results: list[dict[str, Any]],
+    params: dict[str, Any],
+    command: str,
+    planned: list[int] | None = None,
+) -> str:
+    """The docs/benchmarks.md section; `planned` (the --seeds) marks a run not yet finished."""
     base, train = params["base"], params["train"]
+    done = [r["seed"] for r in results]
+    unfinished = [s for s in planned or done if s not in done]
     lines = [
         "## Model quality (ELPV test split, from scratch)",
         "",
@@ -144,6 +152,14 @@ def render(results: list[dict[str, Any]], params: dict[str, Any], command: str) 
         f"global {train.get('pooling', 'avg')} pooling, augmentation: {augmentation(train)}, "
         f"{train.get('ensemble', 1)} member(s){fitting_note(train)}. "
         "Split: stratified 75/25 by label and cell type, val = 15 % of train.",
+        *(
+            [
+                f"**Partial: {len(done)} of {len(done) + len(unfinished)} split seeds** (not "
+                f"run, or cut short: {', '.join(map(str, unfinished))}).",
+            ]
+            if unfinished
+            else []
+        ),
         "",
         "| split seed | accuracy | balanced acc. | ROC AUC | F1 | mono acc. | poly acc. "
         "| epochs | train time |",
@@ -209,6 +225,14 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(args.params)
     for assignment in args.overrides:
         apply_override(params, assignment)
+    flags = [f"--set {a}" for a in args.overrides]
+    flags += [] if args.section == "model-quality" else [f"--section {args.section}"]
+    flags += [] if args.seeds == [42, 1, 2] else ["--seeds " + " ".join(map(str, args.seeds))]
+    command = (
+        "make bench-model"
+        if not flags
+        else " ".join([".venv/bin/python -m bench.model_quality", *flags])
+    )
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
         for seed in args.seeds:
@@ -222,15 +246,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"training {minutes:.1f} min",
                 flush=True,
             )
-    flags = [f"--set {a}" for a in args.overrides]
-    flags += [] if args.section == "model-quality" else [f"--section {args.section}"]
-    flags += [] if args.seeds == [42, 1, 2] else ["--seeds " + " ".join(map(str, args.seeds))]
-    command = (
-        "make bench-model"
-        if not flags
-        else " ".join([".venv/bin/python -m bench.model_quality", *flags])
-    )
-    write_section(args.section, render(results, params, command))
+            # The section too: a run of hours cut short keeps the seeds it finished, marked so.
+            write_section(args.section, render(results, params, command, planned=args.seeds))
     print(f"bench-model: wrote the {args.section} section of docs/benchmarks.md")
 
 

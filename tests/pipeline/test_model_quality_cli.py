@@ -43,6 +43,35 @@ def test_a_set_override_reaches_training_and_is_written_to_its_own_section(
     assert expected in capsys.readouterr().out
 
 
+def test_a_run_cut_short_keeps_the_seeds_it_finished_marked_partial(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    written: dict[str, str] = {}
+
+    def cut_at_seed_8(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
+        if seed == 8:
+            raise KeyboardInterrupt  # the session ends mid-run
+        return fake_result(seed, params, workdir)
+
+    monkeypatch.setattr(model_quality, "run_seed", cut_at_seed_8)
+    monkeypatch.setattr(model_quality, "write_section", written.__setitem__)
+    with pytest.raises(KeyboardInterrupt):
+        model_quality.main(["--seeds", "7", "8", "9", "--section", "mq-cut"])
+    text = written["mq-cut"]
+    assert "| 7 | 0.8000 |" in text
+    assert "**Partial: 1 of 3 split seeds** (not run, or cut short: 8, 9)" in text
+    assert "--seeds 7 8 9" in text  # the command to finish it
+
+
+def test_a_finished_run_is_not_marked_partial(monkeypatch: pytest.MonkeyPatch) -> None:
+    written: dict[str, str] = {}
+    monkeypatch.setattr(model_quality, "run_seed", fake_result)
+    monkeypatch.setattr(model_quality, "write_section", written.__setitem__)
+    model_quality.main(["--seeds", "7", "8", "--section", "mq-whole"])
+    assert "| 8 | 0.8000 |" in written["mq-whole"]
+    assert "Partial" not in written["mq-whole"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
