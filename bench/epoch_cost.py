@@ -11,6 +11,13 @@ image size, then member 1's training for `--epochs` epochs. Variants are interle
 round so host noise falls on all alike. Prints each variant's median epoch time after the first
 (graph building) and its ratio to the first variant's, and writes them to docs/benchmarks.md
 (section `epoch-cost`). Slow: rounds x variants short trainings.
+
+An override `env:NAME=VALUE` sets an environment variable of the variant's process instead
+(`env:NAME=` unsets it), e.g. glibc's allocator settings (docs/pipeline.md round 15):
+
+    .venv/bin/python -m bench.epoch_cost --epochs 4 --rounds 2 \
+        --variant "glibc default" env:GLIBC_TUNABLES= \
+        --variant "make's tunables" env:GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432
 """
 
 from __future__ import annotations
@@ -36,8 +43,11 @@ from classifier.pipeline.common import load_params
 
 def train_once(
     overrides: list[str], epochs: int, params_file: Path = Path("params.yaml")
-) -> list[float]:
-    """In this process: prepare and train member 1 under `overrides`; returns epoch times."""
+) -> dict[str, list[float]]:
+    """In this process: prepare and train member 1 under `overrides`; returns each epoch's wall
+    time (`seconds`) and the minor page faults this process took in it (`minor_faults`)."""
+    import resource
+
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
@@ -53,13 +63,16 @@ def train_once(
     config = train.TrainConfig.from_params(section(params, "train"), seed=seed)
     config = dataclasses.replace(config, epochs=epochs, patience=epochs, refit=False)
     times: list[float] = []
+    faults: list[float] = []
 
     class EpochTimer(keras.callbacks.Callback):  # type: ignore[misc]
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             self.started = time.perf_counter()
 
         def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
             times.append(time.perf_counter() - self.started)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self.faults)
 
     fit = keras.Model.fit
 
@@ -89,7 +102,40 @@ def train_once(
             )
     finally:
         keras.Model.fit = fit
-    return times
+    return {"seconds": times, "minor_faults": faults}
+
+
+ENV_PREFIX = "env:"
+
+
+def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, str | None]]:
+    """A variant's overrides -> (params.yaml `KEY=VALUE`s, {environment variable: value, or
+    None to unset it}) from its `env:NAME=VALUE` ones."""
+    params: list[str] = []
+    env: dict[str, str | None] = {}
+    for override in overrides:
+        if not override.startswith(ENV_PREFIX):
+            params.append(override)
+            continue
+        name, sep, value = override.removeprefix(ENV_PREFIX).partition("=")
+        if not sep or not name:
+            raise SystemExit(
+                f"{override!r}: expected env:NAME=VALUE (env:NAME= unsets NAME), "
+                "e.g. env:GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432"
+            )
+        env[name] = value or None
+    return params, env
+
+
+def child_environment(env: dict[str, str | None]) -> dict[str, str]:
+    """This process's environment with a variant's settings applied."""
+    merged = dict(os.environ)
+    for name, value in env.items():
+        if value is None:
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
 
 
 def parse_variants(raw: list[list[str]]) -> dict[str, list[str]]:
@@ -130,49 +176,66 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params(Path("params.yaml"))
     for overrides in variants.values():  # fail on bad input now, not after the first trainings
         variant = copy.deepcopy(params)
-        for assignment in overrides:
+        for assignment in split_overrides(overrides)[0]:
             apply_override(variant, assignment)
         labels = Path(variant["base"]["data_dir"]) / "labels.csv"
         if not labels.is_file():
             raise SystemExit(f"{labels} not found: run `make data` first (or fix base.data_dir)")
     medians: dict[str, list[float]] = {name: [] for name in variants}
+    faults: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(1, args.rounds + 1):
         for name, overrides in variants.items():
             child = [sys.executable, "-m", "bench.epoch_cost", "--epochs", str(args.epochs)]
+            assignments, env = split_overrides(overrides)
             try:
                 out = subprocess.run(
-                    [*child, "--child", *overrides], check=True, capture_output=True, text=True
+                    [*child, "--child", *assignments],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=child_environment(env),
                 ).stdout
             except subprocess.CalledProcessError as failed:  # its traceback, not only the code
                 raise SystemExit(f"variant {name!r} failed:\n{failed.stderr[-3000:]}") from None
-            times = json.loads(out.strip().splitlines()[-1])
-            medians[name].append(statistics.median(times[1:]))
-            print(f"round {r}, {name}: median epoch {medians[name][-1]:.2f} s", flush=True)
+            epochs = json.loads(out.strip().splitlines()[-1])
+            medians[name].append(statistics.median(epochs["seconds"][1:]))
+            faults[name].append(statistics.median(epochs["minor_faults"][1:]))
+            print(
+                f"round {r}, {name}: median epoch {medians[name][-1]:.2f} s, "
+                f"{faults[name][-1]:,.0f} minor page faults",
+                flush=True,
+            )
     print()
-    print(table(variants, medians))
+    print(table(variants, medians, faults))
     command = shlex.join([".venv/bin/python", "-m", "bench.epoch_cost", *(argv or sys.argv[1:])])
     write_section(
         "epoch-cost",
         "## Epoch time of one member, by variant (docs/pipeline.md round 12)\n\n"
         f"Command: `{command}` (bench/epoch_cost.py) — machine: {machine_line()}. Member 1 "
         "(seed base.seed) on its own prepared split, each variant in its own process, variants "
-        "interleaved by round; median epoch time (validation included) after the first.\n\n"
-        + table(variants, medians),
+        "interleaved by round; median epoch time (validation included) and minor page faults of "
+        "the variant's process after the first epoch.\n\n" + table(variants, medians, faults),
     )
 
 
-def table(variants: dict[str, list[str]], medians: dict[str, list[float]]) -> str:
-    """Markdown: each variant's median epoch time by round and its ratio to the first's."""
+def table(
+    variants: dict[str, list[str]], medians: dict[str, list[float]], faults: dict[str, list[float]]
+) -> str:
+    """Markdown: each variant's median epoch time by round, its ratio to the first's, and its
+    median minor page faults per epoch by round."""
     reference = statistics.mean(next(iter(medians.values())))
     lines = [
-        "| variant | overrides | median epoch (s), by round | ratio to the first |",
-        "|---|---|---|---|",
+        "| variant | overrides | median epoch (s), by round | ratio to the first "
+        "| minor page faults per epoch, by round |",
+        "|---|---|---|---|---|",
     ]
     for name, values in medians.items():
         shown = " ".join(f"`{o}`" for o in variants[name]) or "(params.yaml)"
         by_round = " / ".join(f"{v:.2f}" for v in values)
+        faulted = " / ".join(f"{v:,.0f}" for v in faults[name])
         lines.append(
-            f"| {name} | {shown} | {by_round} | {statistics.mean(values) / reference:.2f}x |"
+            f"| {name} | {shown} | {by_round} | {statistics.mean(values) / reference:.2f}x "
+            f"| {faulted} |"
         )
     return "\n".join(lines)
 

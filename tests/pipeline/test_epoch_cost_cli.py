@@ -80,13 +80,15 @@ def test_variants_are_interleaved_and_compared_by_median_after_the_first_epoch(
 ) -> None:
     calls: list[list[str]] = []
     times = {"": [[9.0, 4.0, 6.0, 5.0], [9.0, 5.0, 7.0, 6.0]], "64": [[9.0, 2.0, 3.0, 4.0]] * 2}
+    faults = {"": [9e6, 1e6, 3e6, 2e6], "64": [9e6, 5e5, 5e5, 5e5]}
 
     def fake_child(command: list[str], **_kwargs: Any) -> subprocess.CompletedProcess[str]:
         """What a child prints, without its training (the parent's plumbing is under test)."""
         overrides = command[command.index("--child") + 1 :]
         calls.append(overrides)
         key = "64" if overrides else ""
-        out = json.dumps(times[key][sum(1 for c in calls if c == overrides) - 1])
+        seconds = times[key][sum(1 for c in calls if c == overrides) - 1]
+        out = json.dumps({"seconds": seconds, "minor_faults": faults[key]})
         return subprocess.CompletedProcess(command, 0, stdout=f"prepare: ...\n{out}\n")
 
     written: dict[str, str] = {}
@@ -96,11 +98,12 @@ def test_variants_are_interleaved_and_compared_by_median_after_the_first_epoch(
     epoch_cost.main(["--rounds", "2", "--variant", "96", "--variant", "64", "base.image_size=64"])
     assert calls == [[], ["base.image_size=64"], [], ["base.image_size=64"]]
     out = capsys.readouterr().out
-    assert "round 2, 96: median epoch 6.00 s" in out  # the first epoch (graph building) left out
-    assert "| 96 | (params.yaml) | 5.00 / 6.00 | 1.00x |" in out
-    assert "| 64 | `base.image_size=64` | 3.00 / 3.00 | 0.55x |" in out
+    # the first epoch (graph building) left out of both medians
+    assert "round 2, 96: median epoch 6.00 s, 2,000,000 minor page faults" in out
+    assert "| 96 | (params.yaml) | 5.00 / 6.00 | 1.00x | 2,000,000 / 2,000,000 |" in out
+    assert "| 64 | `base.image_size=64` | 3.00 / 3.00 | 0.55x | 500,000 / 500,000 |" in out
     section = written["epoch-cost"]  # docs/benchmarks.md gets the table and the exact command
-    assert "| 64 | `base.image_size=64` | 3.00 / 3.00 | 0.55x |" in section
+    assert "| 64 | `base.image_size=64` | 3.00 / 3.00 | 0.55x | 500,000 / 500,000 |" in section
     assert "--variant 64 base.image_size=64`" in section
 
 
@@ -111,6 +114,36 @@ def test_a_child_times_every_epoch_of_a_real_training(
     params_file = tmp_path / "params.yaml"
     params_file.write_text(yaml.safe_dump(tiny_params("generated")), encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    times = epoch_cost.train_once(["base.image_size=24"], 3, params_file)
-    assert len(times) == 3
-    assert all(t > 0 for t in times)
+    epochs = epoch_cost.train_once(["base.image_size=24"], 3, params_file)
+    assert len(epochs["seconds"]) == len(epochs["minor_faults"]) == 3
+    assert all(t > 0 for t in epochs["seconds"])
+
+
+def test_env_overrides_set_or_unset_the_childs_environment_not_params(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GLIBC_TUNABLES", "from-the-parent")
+    seen: list[tuple[list[str], str | None]] = []
+
+    def fake_child(command: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        seen.append((command[command.index("--child") + 1 :], kwargs["env"].get("GLIBC_TUNABLES")))
+        out = json.dumps({"seconds": [9.0, 5.0, 5.0], "minor_faults": [1.0, 1.0, 1.0]})
+        return subprocess.CompletedProcess(command, 0, stdout=out + "\n")
+
+    monkeypatch.setattr(subprocess, "run", fake_child)
+    monkeypatch.setattr(epoch_cost, "write_section", lambda *_: None)
+    monkeypatch.setattr(epoch_cost, "machine_line", lambda: "test machine")
+    epoch_cost.main(
+        [
+            "--epochs", "3", "--rounds", "1",
+            "--variant", "default", "env:GLIBC_TUNABLES=",
+            "--variant", "tuned", "env:GLIBC_TUNABLES=glibc.malloc.top_pad=1", "base.image_size=64",
+        ]
+    )  # fmt: skip
+    assert seen == [([], None), (["base.image_size=64"], "glibc.malloc.top_pad=1")]
+
+
+@pytest.mark.parametrize("override", ["env:=1", "env:GLIBC_TUNABLES"])
+def test_a_malformed_env_override_says_the_form(override: str) -> None:
+    with pytest.raises(SystemExit, match=r"expected env:NAME=VALUE"):
+        epoch_cost.split_overrides([override])
