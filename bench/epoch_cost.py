@@ -13,11 +13,12 @@ round so host noise falls on all alike. Prints each variant's median epoch time 
 (section `epoch-cost`). Slow: rounds x variants short trainings.
 
 An override `env:NAME=VALUE` sets an environment variable of the variant's process instead
-(`env:NAME=` unsets it), e.g. glibc's allocator settings (docs/pipeline.md round 15):
+(`env:NAME=` unsets it), e.g. glibc's allocator settings (docs/pipeline.md round 15), and
+`--section` gives a question its own section instead of overwriting `epoch-cost`:
 
-    .venv/bin/python -m bench.epoch_cost --epochs 4 --rounds 2 \
+    .venv/bin/python -m bench.epoch_cost --epochs 4 --rounds 2 --section epoch-cost-malloc \
         --variant "glibc default" env:GLIBC_TUNABLES= \
-        --variant "make's tunables" env:GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432
+        --variant "32 MiB mmap threshold" env:GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import copy
 import dataclasses
 import json
 import os
+import re
 import shlex
 import statistics
 import subprocess
@@ -164,11 +166,18 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NAME [KEY=VALUE]",
         help="a name, then params.yaml overrides (YAML values); the first is the reference",
     )
+    parser.add_argument(
+        "--section",
+        default="epoch-cost",
+        help="docs/benchmarks.md section to write (a question of its own: epoch-cost-malloc)",
+    )
     # Internal: the child process trains one variant and prints its epoch times as JSON.
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.epochs < 2 or args.rounds < 1:
         raise SystemExit("--epochs must be >= 2 (the first is not timed) and --rounds >= 1")
+    if not re.fullmatch(r"[a-z0-9-]+", args.section):
+        parser.error(f"--section {args.section!r}: use lowercase letters, digits and dashes")
     if args.child is not None:
         print(json.dumps(train_once(args.child, args.epochs)))
         return
@@ -209,8 +218,8 @@ def main(argv: list[str] | None = None) -> None:
     print(table(variants, medians, faults))
     command = shlex.join([".venv/bin/python", "-m", "bench.epoch_cost", *(argv or sys.argv[1:])])
     write_section(
-        "epoch-cost",
-        "## Epoch time of one member, by variant (docs/pipeline.md round 12)\n\n"
+        args.section,
+        "## Epoch time of one member, by variant\n\n"
         f"Command: `{command}` (bench/epoch_cost.py) — machine: {machine_line()}. Member 1 "
         "(seed base.seed) on its own prepared split, each variant in its own process, variants "
         "interleaved by round; median epoch time (validation included) and minor page faults of "

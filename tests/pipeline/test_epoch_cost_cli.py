@@ -96,6 +96,7 @@ def test_variants_are_interleaved_and_compared_by_median_after_the_first_epoch(
     monkeypatch.setattr(epoch_cost, "write_section", written.__setitem__)
     monkeypatch.setattr(epoch_cost, "machine_line", lambda: "test machine")
     epoch_cost.main(["--rounds", "2", "--variant", "96", "--variant", "64", "base.image_size=64"])
+    assert list(written) == ["epoch-cost"]
     assert calls == [[], ["base.image_size=64"], [], ["base.image_size=64"]]
     out = capsys.readouterr().out
     # the first epoch (graph building) left out of both medians
@@ -147,3 +148,9 @@ def test_env_overrides_set_or_unset_the_childs_environment_not_params(
 def test_a_malformed_env_override_says_the_form(override: str) -> None:
     with pytest.raises(SystemExit, match=r"expected env:NAME=VALUE"):
         epoch_cost.split_overrides([override])
+
+
+def test_a_bad_section_name_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        epoch_cost.main(["--section", "Epoch Cost", "--variant", "a", "--variant", "b"])
+    assert "use lowercase letters, digits and dashes" in capsys.readouterr().err
