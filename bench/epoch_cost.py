@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
         default="epoch-cost",
         help="docs/benchmarks.md section to write (a question of its own: epoch-cost-malloc)",
     )
-    # Internal: the child process trains one variant and prints its epoch times as JSON.
+    # Internal: the child process trains one variant and prints its epoch times and faults as JSON.
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.epochs < 2 or args.rounds < 1:
