@@ -28,7 +28,6 @@ import copy
 import dataclasses
 import json
 import os
-import re
 import shlex
 import statistics
 import subprocess
@@ -39,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.recipe_trial import apply_override
-from bench.report import machine_line, write_section
+from bench.report import machine_line, section_name, write_section
 from classifier.pipeline.common import load_params
 
 
@@ -169,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--section",
         default="epoch-cost",
+        type=section_name,
         help="docs/benchmarks.md section to write (a question of its own: epoch-cost-malloc)",
     )
     # Internal: the child process trains one variant and prints its epoch times and faults as JSON.
@@ -176,16 +176,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.epochs < 2 or args.rounds < 1:
         raise SystemExit("--epochs must be >= 2 (the first is not timed) and --rounds >= 1")
-    if not re.fullmatch(r"[a-z0-9-]+", args.section):
-        parser.error(f"--section {args.section!r}: use lowercase letters, digits and dashes")
     if args.child is not None:
         print(json.dumps(train_once(args.child, args.epochs)))
         return
     variants = parse_variants(args.variant)
     params = load_params(Path("params.yaml"))
-    for overrides in variants.values():  # fail on bad input now, not after the first trainings
+    # Fail on bad input now, not after the first trainings.
+    parsed = {name: split_overrides(overrides) for name, overrides in variants.items()}
+    for assignments, _env in parsed.values():
         variant = copy.deepcopy(params)
-        for assignment in split_overrides(overrides)[0]:
+        for assignment in assignments:
             apply_override(variant, assignment)
         labels = Path(variant["base"]["data_dir"]) / "labels.csv"
         if not labels.is_file():
@@ -193,9 +193,8 @@ def main(argv: list[str] | None = None) -> None:
     medians: dict[str, list[float]] = {name: [] for name in variants}
     faults: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(1, args.rounds + 1):
-        for name, overrides in variants.items():
+        for name, (assignments, env) in parsed.items():
             child = [sys.executable, "-m", "bench.epoch_cost", "--epochs", str(args.epochs)]
-            assignments, env = split_overrides(overrides)
             try:
                 out = subprocess.run(
                     [*child, "--child", *assignments],

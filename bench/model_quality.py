@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.recipe_trial import apply_override
-from bench.report import machine_line, write_section
+from bench.report import machine_line, section_name, write_section
 from classifier.pipeline.common import input_channels, load_params, section
 
 # Deitsch et al., "Automatic classification of defective photovoltaic module cells in
@@ -215,13 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--section",
         default="model-quality",
+        type=section_name,
         help="docs/benchmarks.md section to write (give a trial its own, e.g. model-quality-refit)",
     )
     args = parser.parse_args(argv)
     if len(args.seeds) < 1:
         parser.error("give at least one --seeds value")
-    if not re.fullmatch(r"[a-z0-9-]+", args.section):
-        parser.error(f"--section {args.section!r}: use lowercase letters, digits and dashes")
     params = load_params(args.params)
     for assignment in args.overrides:
         apply_override(params, assignment)

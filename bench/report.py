@@ -8,6 +8,7 @@ Every benchmark script owns one section, fenced by HTML comments, and rewrites o
 
 from __future__ import annotations
 
+import argparse
 import platform
 import re
 import subprocess
@@ -15,6 +16,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
+
+
+def section_name(value: str) -> str:
+    """argparse type of a benchmark's `--section`: a name its BEGIN/END markers can hold."""
+    if not re.fullmatch(r"[a-z0-9-]+", value):
+        raise argparse.ArgumentTypeError(f"{value!r}: use lowercase letters, digits and dashes")
+    return value
 
 
 def machine_line() -> str:
