@@ -13,8 +13,10 @@ round so host noise falls on all alike. Prints each variant's median epoch time 
 (section `epoch-cost`). Slow: rounds x variants short trainings.
 
 An override `env:NAME=VALUE` sets an environment variable of the variant's process instead
-(`env:NAME=` unsets it), e.g. glibc's allocator settings (docs/pipeline.md round 15), and
-`--section` gives a question its own section instead of overwriting `epoch-cost`:
+(`env:NAME=` unsets it), e.g. glibc's allocator settings (docs/pipeline.md round 15); the
+override `feed:keras` feeds fit Keras' own PyDataset pipeline instead of the pipeline's
+`train.batch_dataset` (round 16: what its autotuning stalls cost); and `--section` gives a
+question its own section instead of overwriting `epoch-cost`:
 
     .venv/bin/python -m bench.epoch_cost --epochs 4 --rounds 2 --section epoch-cost-malloc \
         --variant "glibc default" env:GLIBC_TUNABLES= \
@@ -57,7 +59,7 @@ def train_once(
     from classifier.pipeline.prepare import load_split, prepare
 
     params = copy.deepcopy(load_params(params_file))
-    for assignment in overrides:
+    for assignment in params_overrides(overrides):
         apply_override(params, assignment)
     base, prep = section(params, "base"), section(params, "prepare")
     size, seed = int(base["image_size"]), int(base["seed"])
@@ -82,6 +84,9 @@ def train_once(
         return fit(self, *args, **kwargs)
 
     keras.Model.fit = timed_fit  # train_model builds its own callbacks: add the timer to them
+    batch_dataset = train.batch_dataset
+    if KERAS_FEED in overrides:
+        train.batch_dataset = lambda batches: batches  # fit wraps the PyDataset itself
     try:
         with tempfile.TemporaryDirectory() as out:
             prepare(
@@ -103,10 +108,17 @@ def train_once(
             )
     finally:
         keras.Model.fit = fit
+        train.batch_dataset = batch_dataset
     return {"seconds": times, "minor_faults": faults}
 
 
 ENV_PREFIX = "env:"
+KERAS_FEED = "feed:keras"
+
+
+def params_overrides(overrides: list[str]) -> list[str]:
+    """The `KEY=VALUE`s among a child's overrides (not the `feed:keras` marker)."""
+    return [override for override in overrides if override != KERAS_FEED]
 
 
 def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, str | None]]:
@@ -185,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     parsed = {name: split_overrides(overrides) for name, overrides in variants.items()}
     for assignments, _env in parsed.values():
         variant = copy.deepcopy(params)
-        for assignment in assignments:
+        for assignment in params_overrides(assignments):
             apply_override(variant, assignment)
         labels = Path(variant["base"]["data_dir"]) / "labels.csv"
         if not labels.is_file():

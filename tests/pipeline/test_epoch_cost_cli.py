@@ -120,6 +120,30 @@ def test_a_child_times_every_epoch_of_a_real_training(
     assert all(t > 0 for t in epochs["seconds"])
 
 
+def test_the_keras_feed_override_fits_the_py_dataset_instead_of_the_batch_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from classifier.pipeline import train
+
+    generate_dataset(tmp_path / "generated")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params("generated")), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    built: list[object] = []
+    real = train.batch_dataset
+
+    def spy(batches: Any) -> Any:
+        built.append(batches)
+        return real(batches)
+
+    monkeypatch.setattr(train, "batch_dataset", spy)
+    for overrides, calls in (([], 1), ([epoch_cost.KERAS_FEED], 1)):
+        epochs = epoch_cost.train_once([*overrides, "base.image_size=24"], 2, params_file)
+        assert len(epochs["seconds"]) == 2
+        assert len(built) == calls  # the second training did not build one
+    assert train.batch_dataset is spy  # put back after the keras-feed child
+
+
 def test_env_overrides_set_or_unset_the_childs_environment_not_params(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,10 +20,12 @@ from classifier.pipeline.train import (
     TrainConfig,
     augment_batch,
     average_members,
+    batch_dataset,
     build_model,
     class_weights,
     cross_folds,
     lr_schedule,
+    make_deterministic,
     member_data,
     mix_batch,
     save_history,
@@ -593,3 +595,37 @@ def test_sam_trains_the_saved_model_in_place() -> None:
     best = int(np.argmax(history["val_auc"]))
     loss = sharp.evaluate(val[0], val[1], verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(history["val_loss"][best], rel=1e-4)
+
+
+def test_the_batch_dataset_feeds_fit_what_the_keras_py_dataset_fed_it() -> None:
+    """Same batches, same order, epoch after epoch: the same weights to the bit as fitting the
+    PyDataset itself, which is what the pipeline did before it built its own feed."""
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 16, 16, 1)).astype(np.float32)
+    y = rng.choice([0.0, 1 / 3, 2 / 3, 1.0], size=40).astype(np.float32)
+    config = TrainConfig.from_params(
+        {**TRAIN_PARAMS, "augment": {"brightness": 0.1, "contrast": 0.1}}, seed=3
+    )
+    weights = []
+    for feed, shuffle in ((lambda b: b, True), (batch_dataset, False)):
+        make_deterministic(3)
+        model = build_model((16, 16), filters=(4,), dropout=0.0)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy")
+        batches = AugmentedBatches(x, y, np.ones(40, np.float32), config)
+        model.fit(
+            feed(batches), epochs=3, verbose=0, shuffle=shuffle, validation_data=(x[:8], y[:8])
+        )
+        weights.append(model.get_weights())
+    assert len(weights[0]) == len(weights[1])
+    for before, after in zip(*weights, strict=True):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_the_batch_dataset_runs_without_tf_data_autotuning() -> None:
+    x = np.zeros((10, 8, 8, 1), np.float32)
+    config = TrainConfig.from_params(TRAIN_PARAMS, seed=0)
+    dataset = batch_dataset(
+        AugmentedBatches(x, np.zeros(10, np.float32), np.ones(10, np.float32), config)
+    )
+    assert dataset.options().autotune.enabled is False
+    assert sorted(len(b[0]) for b in dataset.as_numpy_iterator()) == [2, 8]

@@ -33,6 +33,7 @@ import argparse
 import csv
 import dataclasses
 import os
+import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -384,6 +385,40 @@ class AugmentedBatches(keras.utils.PyDataset):  # type: ignore[misc]
         self.order = np.random.default_rng([self.config.seed, self.epoch]).permutation(len(self.x))
 
 
+def batch_dataset(batches: AugmentedBatches) -> tf.data.Dataset:
+    """`batches` as the tf.data pipeline `fit` reads: the same batches in the same order, epoch
+    after epoch, with tf.data's autotuning off.
+
+    Keras turns a single-worker PyDataset into `from_generator(...).prefetch(AUTOTUNE)`, and
+    with autotuning on, TF 2.21 starts a model thread per iterator whose destructor waits out
+    the thread's sleep: on round 16's host about half the epochs sat idle for ~20 s at their
+    start (docs/pipeline.md "Time"; seen in gdb: `RootDataset::Iterator::~Iterator` waiting on
+    `Model::OptimizeLoop`). The batches are built in microseconds, so one batch of prefetch
+    is all the overlap there is to have.
+    """
+    signature = tuple(
+        tf.TensorSpec((None, *part.shape[1:]), tf.as_dtype(part.dtype)) for part in batches[0]
+    )
+
+    def one_epoch() -> Any:
+        # What Keras' fit(PyDataset, shuffle=True) did, so every trained model stays what it
+        # was, to the bit (a test checks it): advance AugmentedBatches to its next epoch before
+        # each one, the first included (Keras read its spec batches at the initial state), and
+        # draw the batches' order with Python's `random` too (seeded by make_deterministic).
+        batches.on_epoch_end()
+        order = list(range(len(batches)))
+        random.shuffle(order)
+        for index in order:
+            yield batches[index]
+
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    dataset = tf.data.Dataset.from_generator(one_epoch, output_signature=signature)
+    # A known length: fit runs exactly len(batches) steps an epoch, as it did with the PyDataset.
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(len(batches)))
+    return dataset.prefetch(1).with_options(options)
+
+
 def class_weights(y: npt.NDArray[np.float32]) -> dict[int, float]:
     """Weights that make both classes count equally (n / (2 * n_class)); `y` in {0, 1}."""
     n, positives = len(y), float(y.sum())
@@ -517,7 +552,8 @@ def train_model(
         ),
     ]
     history = trainer.fit(
-        batches,
+        batch_dataset(batches),
+        shuffle=False,  # batch_dataset shuffles
         validation_data=None if config.refit else val,
         epochs=config.epochs,
         callbacks=[] if config.refit else callbacks,
