@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> None:
         if not labels.is_file():
             raise SystemExit(f"{labels} not found: run `make data` first (or fix base.data_dir)")
     medians: dict[str, list[float]] = {name: [] for name in variants}
+    means: dict[str, list[float]] = {name: [] for name in variants}
     faults: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(1, args.rounds + 1):
         for name, (assignments, env) in parsed.items():
@@ -219,35 +220,41 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"variant {name!r} failed:\n{failed.stderr[-3000:]}") from None
             epochs = json.loads(out.strip().splitlines()[-1])
             medians[name].append(statistics.median(epochs["seconds"][1:]))
+            means[name].append(statistics.mean(epochs["seconds"][1:]))
             faults[name].append(statistics.median(epochs["minor_faults"][1:]))
             print(
-                f"round {r}, {name}: median epoch {medians[name][-1]:.2f} s, "
+                f"round {r}, {name}: median epoch {medians[name][-1]:.2f} s "
+                f"(mean {means[name][-1]:.2f} s), "
                 f"{faults[name][-1]:,.0f} minor page faults",
                 flush=True,
             )
     print()
-    print(table(variants, medians, faults))
+    print(table(variants, medians, means, faults))
     command = shlex.join([".venv/bin/python", "-m", "bench.epoch_cost", *(argv or sys.argv[1:])])
     write_section(
         args.section,
         "## Epoch time of one member, by variant\n\n"
         f"Command: `{command}` (bench/epoch_cost.py) — machine: {machine_line()}. Member 1 "
         "(seed base.seed) on its own prepared split, each variant in its own process, variants "
-        "interleaved by round; median epoch time (validation included) and minor page faults of "
-        "the variant's process after the first epoch.\n\n" + table(variants, medians, faults),
+        "interleaved by round; median and mean epoch time (validation included) and minor page "
+        "faults of the variant's process after the first epoch (a stall in some epochs moves the "
+        "mean, not the median).\n\n" + table(variants, medians, means, faults),
     )
 
 
 def table(
-    variants: dict[str, list[str]], medians: dict[str, list[float]], faults: dict[str, list[float]]
+    variants: dict[str, list[str]],
+    medians: dict[str, list[float]],
+    means: dict[str, list[float]],
+    faults: dict[str, list[float]],
 ) -> str:
-    """Markdown: each variant's median epoch time by round, its ratio to the first's, and its
-    median minor page faults per epoch by round."""
+    """Markdown: each variant's median epoch time by round and its ratio to the first's, its
+    mean epoch time by round, and its median minor page faults per epoch by round."""
     reference = statistics.mean(next(iter(medians.values())))
     lines = [
         "| variant | overrides | median epoch (s), by round | ratio to the first "
-        "| minor page faults per epoch, by round |",
-        "|---|---|---|---|---|",
+        "| mean epoch (s), by round | minor page faults per epoch, by round |",
+        "|---|---|---|---|---|---|",
     ]
     for name, values in medians.items():
         shown = " ".join(f"`{o}`" for o in variants[name]) or "(params.yaml)"
@@ -255,7 +262,7 @@ def table(
         faulted = " / ".join(f"{v:,.0f}" for v in faults[name])
         lines.append(
             f"| {name} | {shown} | {by_round} | {statistics.mean(values) / reference:.2f}x "
-            f"| {faulted} |"
+            f"| {' / '.join(f'{v:.2f}' for v in means[name])} | {faulted} |"
         )
     return "\n".join(lines)
 
