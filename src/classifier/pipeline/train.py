@@ -391,10 +391,10 @@ def batch_dataset(batches: AugmentedBatches) -> tf.data.Dataset:
 
     Keras turns a single-worker PyDataset into `from_generator(...).prefetch(AUTOTUNE)`, and
     with autotuning on, TF 2.21 starts a model thread per iterator whose destructor waits out
-    the thread's sleep: on round 16's host about half the epochs sat idle for ~20 s at their
-    start (docs/pipeline.md "Time"; seen in gdb: `RootDataset::Iterator::~Iterator` waiting on
-    `Model::OptimizeLoop`). The batches are built in microseconds, so one batch of prefetch
-    is all the overlap there is to have.
+    the thread's sleep: in round 16, half the epochs of a residual-branch training sat idle for
+    ~20 s at their start (docs/pipeline.md round 16; gdb: `RootDataset::Iterator::~Iterator`
+    waiting on `Model::OptimizeLoop`). A batch takes ~1.5 ms to build, so one batch of
+    prefetch is all the overlap there is to have.
     """
     signature = tuple(
         tf.TensorSpec((None, *part.shape[1:]), tf.as_dtype(part.dtype)) for part in batches[0]
