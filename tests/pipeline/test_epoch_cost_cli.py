@@ -26,6 +26,17 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@pytest.fixture
+def tiny_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A generated dataset and a tiny params.yaml, for a real (short) training; returns the
+    params file."""
+    generate_dataset(tmp_path / "generated")
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(tiny_params("generated")), encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    return params_file
+
+
 @pytest.mark.parametrize("argv", [["--epochs", "1"], ["--rounds", "0"]])
 def test_too_few_epochs_or_rounds_is_refused_with_the_bounds(argv: list[str]) -> None:
     with pytest.raises(SystemExit, match=r"--epochs must be >= 2 .* and --rounds >= 1"):
@@ -112,27 +123,17 @@ def test_variants_are_interleaved_and_compared_by_median_after_the_first_epoch(
     assert "--variant 64 base.image_size=64`" in section
 
 
-def test_a_child_times_every_epoch_of_a_real_training(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    generate_dataset(tmp_path / "generated")
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(tiny_params("generated")), encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
-    epochs = epoch_cost.train_once(["base.image_size=24"], 3, params_file)
+def test_a_child_times_every_epoch_of_a_real_training(tiny_project: Path) -> None:
+    epochs = epoch_cost.train_once(["base.image_size=24"], 3, tiny_project)
     assert len(epochs["seconds"]) == len(epochs["minor_faults"]) == 3
     assert all(t > 0 for t in epochs["seconds"])
 
 
 def test_the_keras_feed_override_fits_the_py_dataset_instead_of_the_batch_dataset(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from classifier.pipeline import train
 
-    generate_dataset(tmp_path / "generated")
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(tiny_params("generated")), encoding="utf-8")
-    monkeypatch.chdir(tmp_path)
     built: list[object] = []
     real = train.batch_dataset
 
@@ -142,7 +143,7 @@ def test_the_keras_feed_override_fits_the_py_dataset_instead_of_the_batch_datase
 
     monkeypatch.setattr(train, "batch_dataset", spy)
     for overrides, calls in (([], 1), ([epoch_cost.KERAS_FEED], 1)):
-        epochs = epoch_cost.train_once([*overrides, "base.image_size=24"], 2, params_file)
+        epochs = epoch_cost.train_once([*overrides, "base.image_size=24"], 2, tiny_project)
         assert len(epochs["seconds"]) == 2
         assert len(built) == calls  # the second training did not build one
     assert train.batch_dataset is spy  # put back after the keras-feed child
