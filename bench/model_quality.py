@@ -139,8 +139,8 @@ def render(
     lines = [
         "## Model quality (ELPV test split, from scratch)",
         "",
-        f"Command: `{command}` — machine: {machine_line()} (shared with other jobs: times are "
-        "upper bounds).",
+        f"Command: `{command}` — machine: {machine_line()} (train times "
+        "are upper bounds when other jobs share the machine).",
         f"Recipe: params.yaml — {base['image_size']}x{base['image_size']} "
         f"{' + '.join(base.get('channels', ['gray']))}, filters "
         f"{train['filters']} x{train.get('convs_per_block', 2)} conv, up to {train['epochs']} "
