@@ -214,8 +214,14 @@ def publish_pr_branch(
         print(f"# {title}\n\n{body}")
     if push and remote:
         push_branch(git, remote, head)
-    if gh is not None:
-        if body_file is None:
-            body_file = Path(tempfile.mkdtemp(prefix="gitops-pr-")) / "body.md"
-            body_file.write_text(body, encoding="utf-8")
+    if gh is None:
+        return
+    if body_file is not None:
         open_or_update_pr(gh, cwd, head, base, title, body_file)
+        return
+    # gh reads the body from a file; a scratch one must not outlive the call (CI runners and
+    # dev machines would collect one per promotion).
+    with tempfile.TemporaryDirectory(prefix="gitops-pr-") as scratch:
+        scratch_body = Path(scratch) / "body.md"
+        scratch_body.write_text(body, encoding="utf-8")
+        open_or_update_pr(gh, cwd, head, base, title, scratch_body)

@@ -154,6 +154,9 @@ def test_promote_open_pr_creates_one_pr_then_updates_it(sandbox) -> None:
     gh.write_text(FAKE_GH.format(python=sys.executable, state=str(state), log=str(log)))
     gh.chmod(0o755)
     sandbox.env["PATH"] = f"{bin_dir}:{sandbox.env['PATH']}"
+    scratch = sandbox.root / "tmp"  # gitops' own TMPDIR: its PR-body file must not outlive it
+    scratch.mkdir()
+    sandbox.env["TMPDIR"] = str(scratch)
     ci = sandbox.clone("ci")
     _deploy(sandbox, ci, "staging", sandbox.source_commit(ci, "one"), 0.9)
     promote = ["promote", "--from", "staging", "--to", "prod", "--push", "--open-pr"]
@@ -170,3 +173,4 @@ def test_promote_open_pr_creates_one_pr_then_updates_it(sandbox) -> None:
     assert len(prs) == 1
     assert newer[:12] in prs[0]["title"]
     assert "| accuracy | — | 0.9300 | new |" in prs[0]["body"]
+    assert list(scratch.iterdir()) == []
