@@ -427,8 +427,10 @@ def argocd_env(kubeconfig: Path, binary_name: str) -> dict[str, str]:
         # project's pinned kustomize first, then the helpers (what Argo CD's image installs).
         PATH=f"{TOOLS / 'bin'}:{argocd_helpers()}:{env.get('PATH', '/usr/bin:/bin')}",
         HOME=str(STATE / "argocd" / "home"),
+        # repo-server keeps its checkouts in $TMPDIR/_argocd-repo; in STATE, `down` removes them.
+        TMPDIR=str(STATE / "argocd" / "tmp"),
     )
-    for sub in ("tls", "ssh", "gpg", "home"):
+    for sub in ("tls", "ssh", "gpg", "home", "tmp"):
         (STATE / "argocd" / sub).mkdir(parents=True, exist_ok=True)
     return env
 

@@ -67,6 +67,18 @@ def test_stop_process_is_a_no_op_without_pid_file(sandbox_module: ModuleType) ->
     assert not (sandbox_module.RUN / "never-started.pid").exists()
 
 
+def test_argocd_scratch_files_stay_in_the_state_that_down_removes(
+    sandbox_module: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # repo-server checks every rendered revision out under $TMPDIR/_argocd-repo; in the host's
+    # /tmp those checkouts outlived `down`.
+    monkeypatch.setattr(sandbox_module, "argocd_helpers", lambda: tmp_path / "helpers")
+    env = sandbox_module.argocd_env(tmp_path / "kubeconfig", "argocd-repo-server")
+    scratch = Path(env["TMPDIR"])
+    assert scratch.is_dir()
+    assert scratch.is_relative_to(sandbox_module.STATE)
+
+
 def test_binary_missing_says_how_to_build(
     sandbox_module: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
