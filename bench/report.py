@@ -9,11 +9,12 @@ Every benchmark script owns one section, fenced by HTML comments, and rewrites o
 from __future__ import annotations
 
 import argparse
-import platform
 import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+
+from classifier.host import cpu
 
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 
@@ -25,30 +26,12 @@ def section_name(value: str) -> str:
     return value
 
 
-def vector_isa(flags: set[str]) -> str:
-    """The widest SIMD set in a /proc/cpuinfo `flags` line. Hosts that share a model name ("AMD
-    EPYC") differ here, and so did their epoch times: 2-3x between an AVX-512 host (round 6) and
-    AVX2-only ones (rounds 15-16; docs/pipeline.md "Time")."""
-    for flag, name in (("avx512f", "AVX-512"), ("avx2", "AVX2"), ("avx", "AVX")):
-        if flag in flags:
-            return name
-    return "no AVX"
-
-
 def machine_line() -> str:
     """CPU model and SIMD set, usable cores, date: every figure names the machine it came from."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        lines = []
-    fields: dict[str, str] = {}  # the first processor's
-    for line in lines:
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    cpu = fields.get("model name") or platform.processor() or "unknown CPU"
-    isa = f" ({vector_isa(set(fields['flags'].split()))})" if "flags" in fields else ""
+    info = cpu()
+    isa = "" if info["vector_isa"] == "unknown" else f" ({info['vector_isa']})"
     cores = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip()
-    return f"{cpu}{isa}, {cores} cores, {datetime.now(UTC):%Y-%m-%d}"
+    return f"{info['model']}{isa}, {cores} cores, {datetime.now(UTC):%Y-%m-%d}"
 
 
 _MARKER = re.compile(r"<!-- (BEGIN|END) (\S+) -->")

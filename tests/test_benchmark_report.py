@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bench.report import BENCHMARKS_MD, machine_line, section_names, vector_isa, write_section
+from bench.report import BENCHMARKS_MD, machine_line, section_names, write_section
+
+from classifier.host import vector_isa
 
 
 def test_committed_benchmarks_file_has_well_formed_unique_sections() -> None:
@@ -43,19 +45,6 @@ def test_malformed_markers_are_refused_before_anything_is_written(
     with pytest.raises(SystemExit, match=message):
         write_section("c", "new", path)
     assert path.read_text(encoding="utf-8") == text
-
-
-@pytest.mark.parametrize(
-    ("flags", "isa"),
-    [
-        ({"sse2", "avx", "avx2", "fma", "avx512f", "avx512_bf16"}, "AVX-512"),
-        ({"sse2", "avx", "avx2", "fma"}, "AVX2"),
-        ({"sse2", "avx"}, "AVX"),
-        ({"sse2"}, "no AVX"),
-    ],
-)
-def test_the_machine_line_names_the_widest_vector_set(flags: set[str], isa: str) -> None:
-    assert vector_isa(flags) == isa
 
 
 def test_the_machine_line_reads_this_machine() -> None:

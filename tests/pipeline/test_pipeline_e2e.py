@@ -21,6 +21,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from classifier.host import cpu
 from classifier.model_card import ModelCard
 from classifier.pipeline.ingest import dir_md5
 
@@ -110,6 +111,9 @@ def test_dvc_repro_runs_every_stage_on_a_generated_dataset(project: Path) -> Non
     assert (card.input.height, card.input.width, card.input.channels) == (32, 32, 2)
     assert card.input.channel_names == ("gray", "darkest")
     assert card.params["base"]["data_dir"] == "generated"
+    # The CPU decides the weights too: train records it, the card carries it.
+    assert trained["trained_on"]["vector_isa"] == cpu()["vector_isa"] != "unknown"
+    assert card.extra["trained_on"] == trained["trained_on"]
     for picture in ("confusion_matrix.png", "roc.png", "errors.png", "training_history.png"):
         assert (project / "plots" / picture).read_bytes()[:4] == b"\x89PNG"
     assert (project / "dvc.lock").is_file()

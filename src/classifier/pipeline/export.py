@@ -217,6 +217,8 @@ def main(argv: list[str] | None = None) -> None:
             extra={
                 "per_cell_type": evaluation.get("per_cell_type", {}),
                 "test_images": len(test["x"]),
+                # Same seeds, another CPU, other weights: where this model was trained.
+                "trained_on": read_json(Path("metrics/train.json")).get("trained_on", {}),
             },
         )
     except PipelineError as exc:

@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
+from classifier.host import cpu
 from classifier.pipeline.common import (
     PipelineError,
     load_params,
@@ -709,10 +710,11 @@ def training_summary(
 ) -> dict[str, Any]:
     """metrics/train.json: the saved model's validation accuracy and AUC (the members averaged,
     each at its best-validation-AUC epoch), each member's best epoch and scores on the data it
-    early-stopped on (a dict per member, not lists, so `dvc metrics show` lists them), time and
-    size. After a `refit` the validation split was training data: every score is null and the
-    epoch the last. With `cross_fold` members the averaged model's score is null (member 2
-    fitted the validation split); each member's, on its own fold, stays."""
+    early-stopped on (a dict per member, not lists, so `dvc metrics show` lists them), time,
+    size, and the CPU and TensorFlow it ran on. After a `refit` the validation split was
+    training data: every score is null and the epoch the last. With `cross_fold` members the
+    averaged model's score is null (member 2 fitted the validation split); each member's, on its
+    own fold, stays."""
     from sklearn.metrics import roc_auc_score
 
     y = val["y"] > 0.5
@@ -740,6 +742,8 @@ def training_summary(
         "val_auc": val_auc,
         "train_seconds": round(trained.seconds, 1),
         "parameters": int(trained.model.count_params()),
+        # The weights depend on the CPU's vector set, not only on the seeds (classifier.host).
+        "trained_on": {**cpu(), "tensorflow": tf.__version__},
     }
 
 
