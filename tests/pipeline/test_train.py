@@ -14,7 +14,11 @@ from classifier.pipeline.common import PipelineError
 from classifier.pipeline.train import (
     Augmentation,
     AugmentedBatches,
+    DecisionAccuracy,
+    DecisionAUC,
     MemberData,
+    OrdinalCrossentropy,
+    OrdinalHead,
     SharpnessAware,
     ThresholdedAccuracy,
     TrainConfig,
@@ -28,6 +32,7 @@ from classifier.pipeline.train import (
     make_deterministic,
     member_data,
     mix_batch,
+    ordinal_levels,
     save_history,
     train_members,
     train_model,
@@ -248,11 +253,19 @@ def test_thresholded_accuracy_counts_soft_targets_by_their_side_of_one_half() ->
         ("augment", {"rotate": -1}, "rotate in"),
         ("augment", {"scale": 0.5}, "shift and scale must be in"),
         ("augment", {"mixup": -0.2}, "train.augment.mixup is the Beta"),
+        ("soft_targets", False, "train.ordinal fits the expert levels"),
     ],
 )
 def test_train_config_rejects_out_of_range_values(key: str, value: Any, message: str) -> None:
+    params = {**TRAIN_PARAMS, key: value, "ordinal": key == "soft_targets"}
     with pytest.raises(PipelineError, match=message):
-        TrainConfig.from_params({**TRAIN_PARAMS, key: value}, seed=0)
+        TrainConfig.from_params(params, seed=0)
+
+
+def test_ordinal_head_refuses_mixup() -> None:
+    params = {**TRAIN_PARAMS, "ordinal": True, "augment": {"mixup": 0.2}}
+    with pytest.raises(PipelineError, match="a blend of two levels is no level"):
+        TrainConfig.from_params(params, seed=0)
 
 
 def test_train_config_defaults_to_the_soft_target_recipe() -> None:
@@ -629,3 +642,93 @@ def test_the_batch_dataset_runs_without_tf_data_autotuning() -> None:
     )
     assert dataset.options().autotune.enabled is False
     assert sorted(len(b[0]) for b in dataset.as_numpy_iterator()) == [2, 8]
+
+
+ELPV_LEVELS = np.array([0.0, 1 / 3, 2 / 3, 1.0], np.float32)
+
+
+def test_ordinal_levels_are_the_graded_probabilities_and_the_decision_cut_is_above_half() -> None:
+    levels, decision = ordinal_levels(np.repeat(ELPV_LEVELS, 3))
+    np.testing.assert_allclose(levels, ELPV_LEVELS)
+    assert decision == 1  # cuts: >= 1/3, >= 2/3 (p > 0.5), >= 1
+    _, binary_decision = ordinal_levels(np.array([0.0, 1.0, 1.0], np.float32))
+    assert binary_decision == 0
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [np.linspace(0, 1, 20, dtype=np.float32), np.array([0.0, 0.25, 0.5], np.float32)],
+    ids=["continuous", "nothing-above-half"],
+)
+def test_ordinal_levels_reject_targets_without_a_few_levels_on_both_sides(
+    targets: np.ndarray,
+) -> None:
+    with pytest.raises(PipelineError, match=r"train\.ordinal needs"):
+        ordinal_levels(targets)
+
+
+def test_ordinal_crossentropy_scores_each_cut_against_its_hard_target() -> None:
+    loss = OrdinalCrossentropy(ELPV_LEVELS.tolist())
+    y_pred = np.array([[0.9, 0.6, 0.2], [0.7, 0.4, 0.1]], np.float32)
+    p = np.array([2 / 3, 0.0], np.float32)  # cuts reached: >= 1/3 and >= 2/3; none
+    targets = np.array([[1, 1, 0], [0, 0, 0]], np.float32)
+    bce = -(targets * np.log(y_pred) + (1 - targets) * np.log(1 - y_pred)).mean(axis=1)
+    assert float(loss(p, y_pred)) == pytest.approx(float(bce.mean()), rel=1e-5)
+
+
+def test_decision_metrics_read_only_the_decision_column() -> None:
+    y_true = np.array([[1.0], [2 / 3], [1 / 3], [0.0]], np.float32)
+    # column 1 ranks and thresholds perfectly; columns 0 and 2 are the reverse
+    y_pred = np.array(
+        [[0.1, 0.9, 0.1], [0.2, 0.8, 0.2], [0.8, 0.3, 0.8], [0.9, 0.1, 0.9]], np.float32
+    )
+    accuracy, auc = DecisionAccuracy(1), DecisionAUC(1)
+    accuracy.update_state(y_true, y_pred)
+    auc.update_state(y_true, y_pred)
+    assert float(accuracy.result()) == pytest.approx(1.0)
+    assert float(auc.result()) == pytest.approx(1.0)
+    wrong = DecisionAccuracy(0)
+    wrong.update_state(y_true, y_pred)
+    assert float(wrong.result()) == pytest.approx(0.0)
+
+
+def test_ordinal_head_folds_its_decision_cut_into_the_plain_sigmoid_output() -> None:
+    model = build_model((32, 32), filters=(4, 8), dropout=0.0)
+    head = OrdinalHead([1.0, -0.5, -2.0])
+    trainer = keras.Model(model.inputs, head(model.get_layer("p_defective").input))
+    x = np.random.default_rng(0).random((6, 32, 32, 1)).astype(np.float32)
+    cuts = trainer.predict(x, verbose=0)
+    assert cuts.shape == (6, 3)
+    assert np.all(np.diff(cuts, axis=1) < 0)  # one shared score: the cuts stay ordered
+    head.fold_into(model.get_layer("p_defective"), 1)
+    np.testing.assert_allclose(model.predict(x, verbose=0)[:, 0], cuts[:, 1], rtol=1e-5)
+
+
+def test_train_model_with_the_ordinal_head_saves_a_plain_one_output_model(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 32, 32, 1)).astype(np.float32)
+    soft = np.tile(ELPV_LEVELS, 4)
+    val = (x[:8], (soft[:8] > 0.5).astype(np.float32))
+
+    def fit(ordinal: bool) -> tuple[keras.Model, dict[str, list[float]]]:
+        config = TrainConfig.from_params({**TRAIN_PARAMS, "ordinal": ordinal}, seed=0)
+        trained = train_members(config, 32, same_data(config, (x, soft), val), 0)
+        return trained.model, trained.histories[0]
+
+    plain, _ = fit(False)
+    ordinal, history = fit(True)
+    assert {"loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc"} <= set(history)
+    assert type(ordinal) is type(plain)
+    assert [layer.name for layer in ordinal.layers] == [layer.name for layer in plain.layers]
+    model_path = tmp_path / "model.keras"
+    ordinal.save(model_path)
+    loaded = keras.models.load_model(model_path)  # no custom object needed
+    out = loaded.predict(x, verbose=0)
+    assert out.shape == (16, 1)
+    np.testing.assert_allclose(out, ordinal.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    # the kept epoch's validation AUC is the folded model's: the fold keeps the decision cut
+    best = int(np.argmax(history["val_auc"]))
+    auc = keras.metrics.AUC()
+    auc.update_state(val[1], ordinal.predict(val[0], verbose=0))
+    assert float(auc.result()) == pytest.approx(history["val_auc"][best], abs=1e-6)
+    assert not np.allclose(out, plain.predict(x, verbose=0))

@@ -91,6 +91,9 @@ class TrainConfig:
     seed: int = 42
     augmentation: Augmentation = field(default_factory=Augmentation)
     soft_targets: bool = True  # train on the graded probability, not the 0/1 label
+    # Fit the expert levels with a cumulative-logit head (`OrdinalHead`) instead of one sigmoid
+    # against the graded probability; the saved model keeps one output, P(defective).
+    ordinal: bool = False
     balance_classes: bool = False  # class weights n / (2 * n_class)
     bn_momentum: float = 0.9
     warmup_epochs: int = 1  # linear LR warmup before the cosine decay
@@ -141,6 +144,7 @@ class TrainConfig:
                 mixup=float(aug.get("mixup", 0.0)),
             ),
             soft_targets=bool(cfg.get("soft_targets", True)),
+            ordinal=bool(cfg.get("ordinal", False)),
             balance_classes=bool(cfg.get("balance_classes", False)),
             bn_momentum=float(cfg.get("bn_momentum", 0.9)),
             warmup_epochs=int(cfg.get("warmup_epochs", 1)),
@@ -196,6 +200,13 @@ class TrainConfig:
         if config.pooling not in POOLINGS:
             raise PipelineError(
                 f"train.pooling must be one of {', '.join(POOLINGS)}, got {config.pooling!r}"
+            )
+        if config.ordinal and (not config.soft_targets or geometry.mixup > 0):
+            raise PipelineError(
+                "train.ordinal fits the expert levels of the graded defect probability: it needs "
+                "train.soft_targets: true and train.augment.mixup: 0 (a blend of two levels is "
+                f"no level), got soft_targets={str(config.soft_targets).lower()}, "
+                f"mixup={geometry.mixup}"
             )
         return config
 
@@ -453,6 +464,98 @@ class ThresholdedAccuracy(keras.metrics.BinaryAccuracy):  # type: ignore[misc]
         return super().update_state(binary, y_pred, sample_weight)
 
 
+MAX_ORDINAL_LEVELS = 8  # a handful of expert grades, not a continuous probability
+
+
+def ordinal_levels(targets: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], int]:
+    """The distinct graded probabilities of the fitted targets (ELPV: 0, 1/3, 2/3, 1), and the
+    index of the cut "p >= level" that is the binary decision (p > 0.5, as ThresholdedAccuracy).
+    Cut k is "p >= levels[k + 1]": ELPV's are >= 1/3, >= 2/3 (the decision) and >= 1."""
+    levels = np.unique(targets.astype(np.float32))
+    if not 2 <= len(levels) <= MAX_ORDINAL_LEVELS or not levels[0] <= 0.5 < levels[-1]:
+        raise PipelineError(
+            f"train.ordinal needs 2-{MAX_ORDINAL_LEVELS} distinct defect probabilities in the "
+            f"training targets, some <= 0.5 and some above, got {len(levels)}: "
+            f"{levels[:10].tolist()}; set train.ordinal: false for continuous probabilities"
+        )
+    return levels, int(np.argmax(levels[1:] > 0.5))
+
+
+class OrdinalHead(keras.layers.Layer):  # type: ignore[misc]
+    """Cumulative-logit head (rank-consistent, CORAL: Cao et al. 2020): one score s = w.h + b of
+    the pooled features h and one learned offset per cut; column k is P(p >= levels[k + 1]) =
+    sigmoid(s + offset_k). Each cut is a binary task with hard targets, so the decision column
+    learns "defective or not" from every cell while the other cuts still tell a surely intact or
+    surely cracked cell from an uncertain one. Training only: `fold_into` turns the decision
+    column into the plain model's sigmoid output, so nothing custom is saved or served."""
+
+    def __init__(self, initial_offsets: Sequence[float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.initial_offsets = [float(v) for v in initial_offsets]
+
+    def build(self, input_shape: tuple[int, ...]) -> None:
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], 1), initializer="glorot_uniform"
+        )
+        self.bias = self.add_weight(name="bias", shape=(1,), initializer="zeros")
+        self.offsets = self.add_weight(
+            name="offsets",
+            shape=(len(self.initial_offsets),),
+            initializer=keras.initializers.Constant(self.initial_offsets),
+        )
+
+    def call(self, features: Any) -> Any:
+        score = keras.ops.matmul(features, self.kernel) + self.bias
+        return keras.ops.sigmoid(score + self.offsets)
+
+    def fold_into(self, output: keras.layers.Dense, column: int) -> None:
+        """Give the plain model's sigmoid output layer this head's column `column`."""
+        offset = self.offsets.numpy()[column]
+        output.set_weights([self.kernel.numpy(), self.bias.numpy() + offset])
+
+
+class OrdinalCrossentropy(keras.losses.Loss):  # type: ignore[misc]
+    """Binary cross-entropy of every cut of `OrdinalHead`, averaged: the target of cut k is
+    p >= levels[k + 1] for the graded probability p (binary validation labels 0/1 fall below
+    every cut or above it)."""
+
+    def __init__(self, levels: Sequence[float], name: str = "ordinal_crossentropy") -> None:
+        super().__init__(name=name)
+        self.cuts = [float(v) for v in levels[1:]]
+
+    def call(self, y_true: Any, y_pred: Any) -> Any:
+        p = keras.ops.reshape(keras.ops.cast(y_true, y_pred.dtype), (-1, 1))
+        cuts = keras.ops.convert_to_tensor(self.cuts, dtype=y_pred.dtype)
+        targets = keras.ops.cast(keras.ops.greater_equal(p, cuts - 1e-4), y_pred.dtype)
+        return keras.ops.mean(keras.ops.binary_crossentropy(targets, y_pred), axis=-1)
+
+
+class DecisionAUC(keras.metrics.AUC):  # type: ignore[misc]
+    """ROC AUC of one column of a multi-column output (the ordinal head's decision cut) against
+    the target's side of 0.5."""
+
+    def __init__(self, column: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.column = column
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        binary = keras.ops.cast(keras.ops.greater(y_true, 0.5), y_pred.dtype)
+        column = y_pred[:, self.column : self.column + 1]
+        return super().update_state(binary, column, sample_weight)
+
+
+class DecisionAccuracy(ThresholdedAccuracy):
+    """ThresholdedAccuracy of one column of a multi-column output."""
+
+    def __init__(self, column: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.column = column
+
+    def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+        column = y_pred[:, self.column : self.column + 1]
+        return super().update_state(y_true, column, sample_weight)
+
+
 class SharpnessAware(keras.Model):  # type: ignore[misc]
     """Sharpness-aware minimisation (Foret et al., ICLR 2021), as a functional model's training
     step: move the weights up the loss gradient to the worst point within an L2 ball of radius
@@ -532,9 +635,22 @@ def train_model(
     else:
         sample_weights = np.ones(len(y_train))
     batches = AugmentedBatches(x_train, y_train, sample_weights.astype(np.float32), config)
+    loss: str | keras.losses.Loss = "binary_crossentropy"
+    metrics = [ThresholdedAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+    outputs, head, decision = model.outputs, None, 0
+    if config.ordinal:
+        levels, decision = ordinal_levels(y_train)
+        # Start each cut at the log-odds of its share of the training targets.
+        above = np.clip([np.mean(y_train >= cut - 1e-4) for cut in levels[1:]], 1e-3, 1 - 1e-3)
+        head = OrdinalHead(np.log(above / (1.0 - above)), name="ordinal")
+        outputs = [head(model.get_layer("p_defective").input)]
+        loss = OrdinalCrossentropy(levels.tolist())
+        metrics = [DecisionAccuracy(decision, name="accuracy"), DecisionAUC(decision, name="auc")]
     trainer = model
     if config.sam_rho:
-        trainer = SharpnessAware(model.inputs, model.outputs, rho=config.sam_rho, name=model.name)
+        trainer = SharpnessAware(model.inputs, outputs, rho=config.sam_rho, name=model.name)
+    elif head is not None:
+        trainer = keras.Model(model.inputs, outputs, name=model.name)
     trainer.compile(
         optimizer=keras.optimizers.Adam(
             lr_schedule(config, len(batches)),
@@ -542,8 +658,8 @@ def train_model(
             use_ema=config.ema_momentum > 0,
             ema_momentum=config.ema_momentum or 0.99,
         ),
-        loss="binary_crossentropy",
-        metrics=[ThresholdedAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")],
+        loss=loss,
+        metrics=metrics,
     )
     callbacks = [
         # First, so validation and the early-stopping snapshot both see the averaged weights.
@@ -560,10 +676,18 @@ def train_model(
         callbacks=[] if config.refit else callbacks,
         verbose=verbose,  # 2 = one line per epoch: progress without a progress bar in CI logs
     )
+    if head is not None:  # the kept epoch's decision cut becomes the saved model's output
+        head.fold_into(model.get_layer("p_defective"), decision)
     # The saved .keras file records the compile config; keep only built-in objects in it so any
     # Keras can load the model without importing this module (ThresholdedAccuracy is local).
+    # The ordinal head's optimizer state holds the head's variables, which the saved model
+    # lacks: save a fresh optimizer for the model's own variables instead.
+    optimizer = trainer.optimizer
+    if head is not None:
+        optimizer = keras.optimizers.Adam(config.learning_rate)
+        optimizer.build(model.trainable_variables)
     model.compile(
-        optimizer=trainer.optimizer,
+        optimizer=optimizer,
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc")],
     )
