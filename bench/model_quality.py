@@ -121,6 +121,13 @@ def fitting_note(train: dict[str, Any]) -> str:
     return ""
 
 
+def targets(train: dict[str, Any]) -> str:
+    """What the members fit: the ordinal head's cuts, else soft or binary targets."""
+    if train.get("ordinal"):
+        return "ordinal head (one cut per expert level)"
+    return f"{'soft' if train.get('soft_targets', True) else 'binary'} targets"
+
+
 def sam_note(train: dict[str, Any]) -> str:
     rho = float(train.get("sam_rho", 0.0))
     return f" with sharpness-aware steps (rho {rho:g})" if rho > 0 else ""
@@ -146,7 +153,7 @@ def render(
         f"{train['filters']} x{train.get('convs_per_block', 2)} conv, up to {train['epochs']} "
         f"epochs, Adam {train['learning_rate']} warmup + cosine{sam_note(train)}, BN momentum "
         f"{train.get('bn_momentum', 0.9)}, "
-        f"{'soft' if train.get('soft_targets', True) else 'binary'} targets, "
+        f"{targets(train)}, "
         f"{'class weights' if train.get('balance_classes', False) else 'no class weights'}, "
         f"global {train.get('pooling', 'avg')} pooling, augmentation: {augmentation(train)}, "
         f"{train.get('ensemble', 1)} member(s){fitting_note(train)}. "

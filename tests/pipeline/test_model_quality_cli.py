@@ -112,6 +112,18 @@ def test_the_section_names_every_augmentation_that_is_on() -> None:
     assert model_quality.augmentation({"augment": {"flip": False}}) == "none"
 
 
+@pytest.mark.parametrize(
+    ("knobs", "words"),
+    [
+        ({}, "soft targets"),
+        ({"soft_targets": False}, "binary targets"),
+        ({"ordinal": True}, "ordinal head (one cut per expert level)"),
+    ],
+)
+def test_the_section_says_what_the_members_fit_to(knobs: dict[str, bool], words: str) -> None:
+    assert model_quality.targets(knobs) == words
+
+
 def test_the_section_names_sharpness_aware_steps_when_on() -> None:
     assert model_quality.sam_note({"sam_rho": 0.05}) == " with sharpness-aware steps (rho 0.05)"
     assert model_quality.sam_note({"sam_rho": 0.0}) == ""

@@ -99,6 +99,7 @@ def test_dvc_repro_runs_every_stage_on_a_generated_dataset(project: Path) -> Non
     # has no held-out validation score.
     cross_fold = bool(tiny_params("generated")["train"]["cross_fold"])  # type: ignore[index]
     assert trained["cross_fold"] is cross_fold
+    assert trained["ordinal"] is bool(tiny_params("generated")["train"]["ordinal"])  # type: ignore[index]
     assert (trained["val_accuracy"] is None) is cross_fold
     assert all(m["val_accuracy"] is not None for m in trained["per_member"].values())
     metrics = json.loads((project / "metrics/metrics.json").read_text(encoding="utf-8"))

@@ -861,6 +861,7 @@ def training_summary(
         "epochs_run": max(len(h["loss"]) for h in trained.histories),
         "refit": config.refit,
         "cross_fold": config.cross_fold,
+        "ordinal": config.ordinal,
         "per_member": per_member,
         "val_accuracy": val_accuracy,
         "val_auc": val_auc,
@@ -895,7 +896,12 @@ def main(argv: list[str] | None = None) -> None:
         images = f"{n_train} train / {n_val} val images, up to {config.epochs} epochs"
     print(
         f"train: {images} at {size}x{size} x {train_split['x'].shape[-1]} channel(s), "
-        f"{config.ensemble} member(s), {'soft' if config.soft_targets else 'binary'} targets",
+        f"{config.ensemble} member(s), "
+        + (
+            "an ordinal head"
+            if config.ordinal
+            else f"{'soft' if config.soft_targets else 'binary'} targets"
+        ),
         flush=True,
     )
     trained = train_members(config, size, data)
