@@ -430,6 +430,11 @@ def argocd_env(kubeconfig: Path, binary_name: str) -> dict[str, str]:
         # repo-server keeps its checkouts in $TMPDIR/_argocd-repo; in STATE, `down` removes them.
         TMPDIR=str(STATE / "argocd" / "tmp"),
     )
+    # Its git credential socket is /tmp/reposerver-ask-pass.sock unless told otherwise; a Unix
+    # socket path has room for 107 bytes, so a very deep checkout keeps Argo CD's default.
+    ask_pass = STATE / "argocd" / "tmp" / "ask-pass.sock"
+    if len(os.fsencode(ask_pass)) < 108:
+        env["ARGOCD_ASK_PASS_SOCK"] = str(ask_pass)
     for sub in ("tls", "ssh", "gpg", "home", "tmp"):
         (STATE / "argocd" / sub).mkdir(parents=True, exist_ok=True)
     return env

@@ -77,6 +77,8 @@ def test_argocd_scratch_files_stay_in_the_state_that_down_removes(
     scratch = Path(env["TMPDIR"])
     assert scratch.is_dir()
     assert scratch.is_relative_to(sandbox_module.STATE)
+    # and its git credential socket, which Argo CD otherwise leaves in the host's /tmp
+    assert Path(env["ARGOCD_ASK_PASS_SOCK"]).parent == scratch
 
 
 def test_binary_missing_says_how_to_build(
