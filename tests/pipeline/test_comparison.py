@@ -263,7 +263,9 @@ def test_rule_from_params_needs_the_confidence() -> None:
 def test_promotion_evidence_uses_the_params_rule(tmp_path: Path) -> None:
     candidate, prod = pair(100, 90, b=0, c=5)
     params = tmp_path / "params.yaml"
-    assert "no gate rule" in comparison.promotion_evidence(candidate, prod, params)
+    missing = comparison.promotion_evidence(candidate, prod, params)
+    assert "No gate rule to apply (params.yaml: " in missing
+    assert "not found" in missing
     params.write_text(
         "gate:\n  min_accuracy: 0.5\n  max_drop_vs_baseline: 0.0\n  confidence: 0.9\n"
     )

@@ -4,7 +4,7 @@ Pure functions over two model cards, standard library only (like `classifier.mod
 the gate (`make gate`) and the promotion PR body (`gitops promote`, whose venv has no SciPy)
 decide and report alike. The tests check the statistics against SciPy and hand-computed values.
 
-The rule (docs/pipeline.md, "The metric gate"):
+The rule (summed up in docs/pipeline.md, stage "gate"):
 1. Floor: the candidate's test accuracy >= `gate.min_accuracy`, always.
 2. Against prod's card, on evidence, by the first method both cards allow:
    - paired: both cards carry `test_outcomes` with the same test-split fingerprint. b = images
@@ -422,10 +422,12 @@ def decide(candidate: ModelCard, baseline: ModelCard | None, rule: GateRule) -> 
 
 
 def promotion_evidence(candidate: ModelCard, baseline: ModelCard | None, params: Path) -> str:
-    """The promotion PR body's section: the gate's decision under `params`'s `gate` rule."""
-    if not params.is_file():
-        return f"### Metric gate\n\n{params.name} not found here: no gate rule to apply.\n"
-    from classifier.pipeline.common import load_params, section
+    """The promotion PR body's section: the gate's decision on the two cards under `params`'s
+    `gate` rule (a report: the gate itself ran when the candidate was built)."""
+    from classifier.pipeline.common import PipelineError, load_params, section
 
-    rule = GateRule.from_params(section(load_params(params), "gate"))
+    try:
+        rule = GateRule.from_params(section(load_params(params), "gate"))
+    except (PipelineError, ValueError) as exc:
+        return f"### Metric gate\n\nNo gate rule to apply ({params.name}: {exc}).\n"
     return decide(candidate, baseline, rule).markdown()
