@@ -30,7 +30,7 @@ pipeline: data ## main job: get the data, `dvc repro` (pull cached results first
 pipeline-summary: ## print the pipeline's test metrics and where its artefacts are
 	@$(BIN)/python -m classifier.pipeline.summary
 
-# The gate's report as Markdown: ci.yml puts it in the PR comment, train-deploy.yml in the summary.
+# The gate's report as Markdown; `metrics-diff-report` adds it to the PR comment (ci.yml).
 GATE_REPORT ?= build/gate.md
 
 gate: setup ## metric gate: the model card vs the floor and prod's card; report in build/gate.md

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from scipy.stats import binomtest
@@ -21,30 +22,31 @@ def paths(n: int, prefix: str = "images/cell") -> list[str]:
     return [f"{prefix}{i:04d}.png" for i in range(n)]
 
 
-def card(
-    correct: list[bool], version: str, *, prefix: str = "images/cell", extra: dict | None = None
-) -> ModelCard:
-    n = len(correct)
+def plain_card(accuracy: float, version: str, **fields: Any) -> ModelCard:
+    """A card; without `test_outcomes` in `fields` it is like those exported before them."""
     return ModelCard(
-        name="elpv-defect-cnn",
-        version=version,
-        git_revision=version * 4,
-        data_hash="x.dir",
-        input=ModelInput(height=32, width=32),
-        threshold=0.5,
-        labels=("functional", "defective"),
-        metrics={
-            "accuracy": round(sum(correct) / n, 6),
-            "balanced_accuracy": 0.8,
-            "roc_auc": 0.9,
-            "f1": 0.7,
-        },
-        params={},
-        exported_at="2026-01-01T00:00:00+00:00",
-        export_parity_max_abs_diff=0.0,
-        extra=extra or {},
-        test_outcomes=SplitOutcomes.of(paths(n, prefix), [i % 2 for i in range(n)], correct),
+        **{
+            "name": "elpv-defect-cnn",
+            "version": version,
+            "git_revision": version * 4,
+            "data_hash": "x.dir",
+            "input": ModelInput(height=32, width=32),
+            "threshold": 0.5,
+            "labels": ("functional", "defective"),
+            "metrics": {"accuracy": accuracy, "balanced_accuracy": 0.8, "roc_auc": 0.9, "f1": 0.7},
+            "params": {},
+            "exported_at": "2026-01-01T00:00:00+00:00",
+            "export_parity_max_abs_diff": 0.0,
+            **fields,
+        }
     )
+
+
+def card(correct: list[bool], version: str, *, prefix: str = "images/cell") -> ModelCard:
+    """A card with per-image outcomes `correct` on n images named by `prefix`."""
+    n = len(correct)
+    outcomes = SplitOutcomes.of(paths(n, prefix), [i % 2 for i in range(n)], correct)
+    return plain_card(round(sum(correct) / n, 6), version, test_outcomes=outcomes)
 
 
 def pair(n: int, prod_right: int, b: int, c: int) -> tuple[ModelCard, ModelCard]:

@@ -6,28 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.pipeline.test_comparison import pair
+from tests.pipeline.test_comparison import pair, plain_card
 
-from classifier.model_card import ModelCard, ModelInput
+from classifier.model_card import ModelCard
 from classifier.pipeline import gate
 from classifier.pipeline.comparison import GateRule
 
 
 def card(accuracy: float, version: str = "abc") -> ModelCard:
     """A card without per-image outcomes or a test-image count (as exported before them)."""
-    return ModelCard(
-        name="elpv-defect-cnn",
-        version=version,
-        git_revision=version * 4,
-        data_hash="x.dir",
-        input=ModelInput(height=32, width=32),
-        threshold=0.5,
-        labels=("functional", "defective"),
-        metrics={"accuracy": accuracy, "balanced_accuracy": 0.8, "roc_auc": 0.9, "f1": 0.7},
-        params={},
-        exported_at="2025-01-01T00:00:00+00:00",
-        export_parity_max_abs_diff=0.0,
-    )
+    return plain_card(accuracy, version)
 
 
 def rule(min_accuracy: float = 0.85, max_drop: float = 0.0) -> GateRule:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Literal
@@ -209,60 +210,46 @@ def _unpaired_why(candidate: SplitOutcomes | None, baseline: SplitOutcomes | Non
 
 def compare(candidate: ModelCard, baseline: ModelCard, confidence: float) -> Comparison:
     """Paired when both cards carry outcomes on the same split, else unpaired, else point."""
-    acc_c, acc_b = candidate.metrics["accuracy"], baseline.metrics["accuracy"]
     co, bo = candidate.test_outcomes, baseline.test_outcomes
+    n_c, n_b = _images(candidate), _images(baseline)
+    measured = partial(
+        Comparison,
+        candidate_accuracy=candidate.metrics["accuracy"],
+        baseline_accuracy=baseline.metrics["accuracy"],
+        candidate_images=n_c,
+        baseline_images=n_b,
+        confidence=confidence,
+    )
     if co is not None and bo is not None and co.fingerprint == bo.fingerprint:
         pairs = list(zip(co.flags(), bo.flags(), strict=True))
         b = sum(1 for mine, theirs in pairs if mine and not theirs)
         c = sum(1 for mine, theirs in pairs if theirs and not mine)
         diff, low, high = paired_difference(b, c, co.images, confidence)
-        return Comparison(
+        return measured(
             method="paired",
             why="both cards record per-image outcomes on the same test split",
-            candidate_accuracy=acc_c,
-            baseline_accuracy=acc_b,
-            candidate_images=co.images,
-            baseline_images=bo.images,
             difference=diff,
             low=low,
             high=high,
-            confidence=confidence,
             improved=b,
             regressed=c,
             p_value=mcnemar_exact_p(b, c),
             fingerprint=co.fingerprint,
         )
     why = _unpaired_why(co, bo)
-    n_c, n_b = _images(candidate), _images(baseline)
     if n_c is None or n_b is None:
-        diff = acc_c - acc_b
-        return Comparison(
+        diff = candidate.metrics["accuracy"] - baseline.metrics["accuracy"]
+        return measured(
             method="point",
             why=f"{why}, and a card does not say on how many test images it was scored",
-            candidate_accuracy=acc_c,
-            baseline_accuracy=acc_b,
-            candidate_images=n_c,
-            baseline_images=n_b,
             difference=diff,
             low=diff,
             high=diff,
-            confidence=confidence,
         )
     diff, low, high = newcombe_difference(
         _correct(candidate, n_c), n_c, _correct(baseline, n_b), n_b, confidence
     )
-    return Comparison(
-        method="unpaired",
-        why=why,
-        candidate_accuracy=acc_c,
-        baseline_accuracy=acc_b,
-        candidate_images=n_c,
-        baseline_images=n_b,
-        difference=diff,
-        low=low,
-        high=high,
-        confidence=confidence,
-    )
+    return measured(method="unpaired", why=why, difference=diff, low=low, high=high)
 
 
 # --- the decision and its report -------------------------------------------------------------
@@ -340,13 +327,7 @@ class Decision:
                 f"  {c.candidate_images} candidate vs {c.baseline_images} prod test images "
                 "(independent samples)"
             )
-        if c.method == "point":
-            out.append(f"  difference candidate - prod: {c.difference:+.4f} (no interval)")
-        else:
-            out.append(
-                f"  difference candidate - prod: {c.difference:+.4f}, {_pct(c.confidence)} "
-                f"interval [{c.low:+.4f}, {c.high:+.4f}]"
-            )
+        out.append(f"  {_difference(c, '')}")
         out.append(
             f"  rule: {self._rule_text()}: {'REFUSED' if self.worse_than_baseline else 'ok'}"
         )
@@ -386,18 +367,20 @@ class Decision:
                 f"- Discordant pairs: b = {c.improved} right only by the candidate, "
                 f"c = {c.regressed} right only by prod; exact McNemar p = {c.p_value:.4g}."
             )
-        if c.method == "point":
-            out.append(f"- Accuracy difference candidate - prod: **{c.difference:+.4f}**.")
-        else:
-            out.append(
-                f"- Accuracy difference candidate - prod: **{c.difference:+.4f}**, "
-                f"{_pct(c.confidence)} interval **[{c.low:+.4f}, {c.high:+.4f}]**."
-            )
+        out.append(f"- Accuracy {_difference(c, '**')}.")
         outcome = (
             "**worse with confidence: refused**" if self.worse_than_baseline else "not refused"
         )
         out.append(f"- Rule: {self._rule_text()} → {outcome}.")
         return "\n".join(out) + "\n"
+
+
+def _difference(c: Comparison, bold: str) -> str:
+    text = f"difference candidate - prod: {bold}{c.difference:+.4f}{bold}"
+    if c.method == "point":
+        return f"{text} (no interval)"
+    interval = f"[{c.low:+.4f}, {c.high:+.4f}]"
+    return f"{text}, {_pct(c.confidence)} interval {bold}{interval}{bold}"
 
 
 def _pct(confidence: float) -> str:
