@@ -245,7 +245,7 @@ def test_the_report_shows_the_evidence() -> None:
     assert "b = 2 right only by the candidate, c = 30 right only by prod" in md
     assert f"p = {c.p_value:.4g}" in md
     assert f"95% interval **[{c.low:+.4f}, {c.high:+.4f}]**" in md
-    assert "refuse when its upper bound < -0.0000" in md
+    assert "refuse when its upper bound < -gate.max_drop_vs_baseline = +0.0000" in md
     text = "\n".join(decision.lines())
     assert "b=2" in text
     assert "c=30" in text

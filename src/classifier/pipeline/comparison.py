@@ -286,7 +286,7 @@ class Decision:
             )
         c = self.comparison
         if c is not None and self.worse_than_baseline:
-            allowed = -self.rule.max_drop_vs_baseline
+            allowed = 0.0 - self.rule.max_drop_vs_baseline  # 0.0 -: never -0.0
             if c.method == "point":
                 out.append(
                     f"accuracy {c.candidate_accuracy:.4f} is below the baseline {self.baseline}'s "
@@ -336,7 +336,7 @@ class Decision:
     def _rule_text(self) -> str:
         c, drop = self.comparison, self.rule.max_drop_vs_baseline
         bound = "the difference" if c is not None and c.method == "point" else "its upper bound"
-        return f"refuse when {bound} < {-drop:+.4f} (-gate.max_drop_vs_baseline)"
+        return f"refuse when {bound} < -gate.max_drop_vs_baseline = {0.0 - drop:+.4f}"
 
     def markdown(self, title: str = "Metric gate") -> str:
         """The report as a Markdown snippet (PR comment, promotion PR body)."""
