@@ -78,6 +78,30 @@ def test_promote_body_has_metric_deltas_data_hash_and_changelog(sandbox) -> None
     assert f"{first[:12]}..{candidate[:12]}" in body
 
 
+def test_promote_body_has_the_metric_gate_comparison(sandbox) -> None:
+    ci = sandbox.clone("ci")
+    first = sandbox.source_commit(ci, "first model")
+    _deploy(sandbox, ci, "prod", first, 0.90)
+    (ci / "params.yaml").write_text(
+        "gate:\n  min_accuracy: 0.85\n  max_drop_vs_baseline: 0.0\n  confidence: 0.95\n"
+    )
+    sandbox.git(ci, "add", "params.yaml")
+    candidate = sandbox.source_commit(ci, "gate: the rule")
+    _deploy(sandbox, ci, "staging", candidate, 0.92)
+    body_file = sandbox.root / "pr" / "body.md"
+
+    result = sandbox.gitops(
+        ci, "promote", "--from", "staging", "--to", "prod", "--body-file", str(body_file)
+    )
+
+    assert result.returncode == 0, result.stderr
+    body = body_file.read_text()
+    # These cards record neither per-image outcomes nor their image count: the point rule.
+    assert "### Metric gate: **pass**" in body
+    assert "Comparison: **point**" in body
+    assert "difference candidate - prod: **+0.0200** (no interval)" in body
+
+
 def test_promote_twice_reuses_the_branch(sandbox) -> None:
     ci = sandbox.clone("ci")
     _deploy(sandbox, ci, "staging", sandbox.source_commit(ci, "one"), 0.9)
