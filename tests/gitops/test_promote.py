@@ -16,6 +16,15 @@ def _deploy(sandbox, clone, env: str, revision: str, accuracy: float) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def _promotion_body(sandbox, clone) -> str:
+    body_file = sandbox.root / "pr" / "body.md"
+    result = sandbox.gitops(
+        clone, "promote", "--from", "staging", "--to", "prod", "--body-file", str(body_file)
+    )
+    assert result.returncode == 0, result.stderr
+    return body_file.read_text()
+
+
 def test_promote_branch_changes_only_prod_image_and_card(sandbox) -> None:
     ci = sandbox.clone("ci")
     first = sandbox.source_commit(ci, "first model")
@@ -60,14 +69,8 @@ def test_promote_body_has_metric_deltas_data_hash_and_changelog(sandbox) -> None
     sandbox.source_commit(ci, "prepare: stratify by cell type")
     candidate = sandbox.source_commit(ci, "train: augment with flips")
     _deploy(sandbox, ci, "staging", candidate, 0.92)
-    body_file = sandbox.root / "pr" / "body.md"
 
-    result = sandbox.gitops(
-        ci, "promote", "--from", "staging", "--to", "prod", "--body-file", str(body_file)
-    )
-
-    assert result.returncode == 0, result.stderr
-    body = body_file.read_text()
+    body = _promotion_body(sandbox, ci)
     assert "| accuracy | 0.9000 | 0.9200 | +0.0200 ▲ |" in body
     assert "| roc_auc | 0.9300 | 0.9500 | +0.0200 ▲ |" in body
     assert "(unchanged)" in body  # same data hash in both cards
@@ -88,14 +91,8 @@ def test_promote_body_has_the_metric_gate_comparison(sandbox) -> None:
     sandbox.git(ci, "add", "params.yaml")
     candidate = sandbox.source_commit(ci, "gate: the rule")
     _deploy(sandbox, ci, "staging", candidate, 0.92)
-    body_file = sandbox.root / "pr" / "body.md"
 
-    result = sandbox.gitops(
-        ci, "promote", "--from", "staging", "--to", "prod", "--body-file", str(body_file)
-    )
-
-    assert result.returncode == 0, result.stderr
-    body = body_file.read_text()
+    body = _promotion_body(sandbox, ci)
     # These cards record neither per-image outcomes nor their image count: the point rule.
     assert "### Metric gate: **pass**" in body
     assert "Comparison: **point**" in body
