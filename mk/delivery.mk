@@ -47,11 +47,12 @@ ci-ml-changed: ## (CI) changed=true|false in $$GITHUB_OUTPUT: does HEAD change M
 	  echo ">> ML inputs ($(ML_INPUTS)) changed since $(BASE_REV): $$changed"; \
 	  if [[ -n "$${GITHUB_OUTPUT:-}" ]]; then echo "changed=$$changed" >> "$$GITHUB_OUTPUT"; fi
 
-metrics-diff-report: setup ## (CI) `dvc metrics diff` against BASE_REV as Markdown in build/metrics-diff.md
+metrics-diff-report: setup ## (CI) `dvc metrics diff` against BASE_REV (+ the gate's report, if made) in build/metrics-diff.md
 	@mkdir -p $(dir $(METRICS_DIFF_MD))
 	{ echo "### Model metrics: this PR vs \`$(BASE_REV)\`"; echo; \
 	  $(BIN)/dvc metrics diff --md --precision 4 $(BASE_REV); echo; \
 	  echo "<sub>\`dvc metrics diff $(BASE_REV)\` after \`dvc repro\` on $$(git rev-parse --short HEAD)</sub>"; \
+	  if [[ -f $(GATE_REPORT) ]]; then echo; cat $(GATE_REPORT); fi; \
 	} > $(METRICS_DIFF_MD)
 	@echo ">> metrics diff written to $(METRICS_DIFF_MD)"
 

@@ -30,8 +30,11 @@ pipeline: data ## main job: get the data, `dvc repro` (pull cached results first
 pipeline-summary: ## print the pipeline's test metrics and where its artefacts are
 	@$(BIN)/python -m classifier.pipeline.summary
 
-gate: setup ## metric gate: the model card vs the floor in params.yaml and overlays/prod/model-card.json
-	$(BIN)/python -m classifier.pipeline.gate
+# The gate's report as Markdown; `metrics-diff-report` adds it to the PR comment (ci.yml).
+GATE_REPORT ?= build/gate.md
+
+gate: setup ## metric gate: the model card vs the floor and prod's card; report in build/gate.md
+	$(BIN)/python -m classifier.pipeline.gate --report $(GATE_REPORT)
 
 dvc-push: setup ## push data and pipeline outputs to the default DVC remote
 	$(DVC) push

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from classifier.model_card import HEADLINE_METRICS, ModelCard, ModelCardError
+from classifier.pipeline.comparison import promotion_evidence
 from gitops.bump import check_not_older, load_card
 from gitops.deploys import (
     T_ENV,
@@ -202,6 +203,8 @@ def render_body(
         new = candidate_card.metrics[metric]
         old_text = f"{old:.4f}" if old is not None else "—"
         lines.append(f"| {metric} | {old_text} | {new:.4f} | {_delta(old, new)} |")
+    # The metric gate's comparison of the two cards (paired when on the same test split).
+    lines += ["", promotion_evidence(candidate_card, current_card, git.toplevel() / "params.yaml")]
     lines += ["", *changelog(git, current_rev, state.source_revision)]
     lines += [
         "",

@@ -16,6 +16,15 @@ def _deploy(sandbox, clone, env: str, revision: str, accuracy: float) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def _promotion_body(sandbox, clone) -> str:
+    body_file = sandbox.root / "pr" / "body.md"
+    result = sandbox.gitops(
+        clone, "promote", "--from", "staging", "--to", "prod", "--body-file", str(body_file)
+    )
+    assert result.returncode == 0, result.stderr
+    return body_file.read_text()
+
+
 def test_promote_branch_changes_only_prod_image_and_card(sandbox) -> None:
     ci = sandbox.clone("ci")
     first = sandbox.source_commit(ci, "first model")
@@ -60,14 +69,8 @@ def test_promote_body_has_metric_deltas_data_hash_and_changelog(sandbox) -> None
     sandbox.source_commit(ci, "prepare: stratify by cell type")
     candidate = sandbox.source_commit(ci, "train: augment with flips")
     _deploy(sandbox, ci, "staging", candidate, 0.92)
-    body_file = sandbox.root / "pr" / "body.md"
 
-    result = sandbox.gitops(
-        ci, "promote", "--from", "staging", "--to", "prod", "--body-file", str(body_file)
-    )
-
-    assert result.returncode == 0, result.stderr
-    body = body_file.read_text()
+    body = _promotion_body(sandbox, ci)
     assert "| accuracy | 0.9000 | 0.9200 | +0.0200 ▲ |" in body
     assert "| roc_auc | 0.9300 | 0.9500 | +0.0200 ▲ |" in body
     assert "(unchanged)" in body  # same data hash in both cards
@@ -76,6 +79,24 @@ def test_promote_body_has_metric_deltas_data_hash_and_changelog(sandbox) -> None
     assert "first model" not in body  # already in prod
     assert "deploy(" not in body  # deploy commits are not product changes
     assert f"{first[:12]}..{candidate[:12]}" in body
+
+
+def test_promote_body_has_the_metric_gate_comparison(sandbox) -> None:
+    ci = sandbox.clone("ci")
+    first = sandbox.source_commit(ci, "first model")
+    _deploy(sandbox, ci, "prod", first, 0.90)
+    (ci / "params.yaml").write_text(
+        "gate:\n  min_accuracy: 0.85\n  max_drop_vs_baseline: 0.0\n  confidence: 0.95\n"
+    )
+    sandbox.git(ci, "add", "params.yaml")
+    candidate = sandbox.source_commit(ci, "gate: the rule")
+    _deploy(sandbox, ci, "staging", candidate, 0.92)
+
+    body = _promotion_body(sandbox, ci)
+    # These cards record neither per-image outcomes nor their image count: the point rule.
+    assert "### Metric gate: **pass**" in body
+    assert "Comparison: **point**" in body
+    assert "difference candidate - prod: **+0.0200** (no interval)" in body
 
 
 def test_promote_twice_reuses_the_branch(sandbox) -> None:

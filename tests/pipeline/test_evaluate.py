@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from classifier.model_card import SplitOutcomes, split_fingerprint
 from classifier.pipeline.evaluate import (
     compute_metrics,
     evaluate_predictions,
     worst_mistakes,
     write_error_gallery,
     write_plots,
+    write_test_outcomes,
 )
 
 
@@ -81,3 +84,14 @@ def test_error_gallery_with_no_mistakes_still_writes_a_picture(tmp_path: Path) -
     )
     assert all(len(v) == 0 for v in worst.values())
     assert (tmp_path / "errors.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_write_test_outcomes_records_right_and_wrong_in_path_order(tmp_path: Path) -> None:
+    paths = np.array(["b.png", "a.png", "c.png", "d.png", "e.png"])
+    y = np.array([1, 0, 1, 0, 1])
+    p = np.array([0.9, 0.6, 0.2, 0.1, 0.5])  # right, wrong, wrong, right, wrong (0.5 is not > 0.5)
+    outcomes = write_test_outcomes(tmp_path / "o.json", paths, y, p, 0.5)
+    # Sorted: a wrong, b right, c wrong, d right, e wrong -> 01010 (+000) -> "50".
+    assert outcomes.correct == "50"
+    assert outcomes.fingerprint == split_fingerprint(list(paths), list(y))
+    assert SplitOutcomes(**json.loads((tmp_path / "o.json").read_text())) == outcomes

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from classifier.model_card import ModelCard
+from classifier.model_card import ModelCard, SplitOutcomes
 from classifier.pipeline.common import PipelineError
 from classifier.pipeline.export import ExportResult, ParityError, export_bundle, litert_predict
 
@@ -46,6 +46,7 @@ def test_export_parity_is_bounded_and_recorded(tiny_keras_model: object, tmp_pat
     assert (card.input.height, card.input.width) == (32, 32)
     assert card.export_parity_max_abs_diff == result.max_abs_diff
     assert card.data_hash == "abc.dir"
+    assert card.test_outcomes is None  # not given: a card like those before the field
     keras_out = tiny_keras_model.predict(x, verbose=0)  # type: ignore[attr-defined]
     np.testing.assert_allclose(
         litert_predict(result.tflite_path, x, batch_size=7), keras_out, atol=1e-4
@@ -69,3 +70,13 @@ def test_export_refuses_channel_names_the_model_does_not_read(
     with pytest.raises(PipelineError, match=r"reads 1 input channel\(s\), base.channels names"):
         _export(tiny_keras_model, tmp_path, x, channels=("gray", "darkest"))
     assert not (tmp_path / "model.tflite").exists()
+
+
+def test_export_puts_the_test_outcomes_on_the_card(
+    tiny_keras_model: object, tmp_path: Path
+) -> None:
+    x = np.random.default_rng(0).random((4, 32, 32, 1)).astype(np.float32)
+    # 9 of 10 right: the card checks the outcomes against metrics' accuracy 0.9.
+    outcomes = SplitOutcomes.of([f"c{i}" for i in range(10)], [0] * 10, [i > 0 for i in range(10)])
+    result = _export(tiny_keras_model, tmp_path, x, test_outcomes=outcomes)
+    assert ModelCard.load(result.card_path).test_outcomes == outcomes

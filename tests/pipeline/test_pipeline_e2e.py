@@ -22,7 +22,7 @@ import yaml
 from PIL import Image
 
 from classifier.host import cpu
-from classifier.model_card import ModelCard
+from classifier.model_card import ModelCard, split_fingerprint
 from classifier.pipeline.ingest import dir_md5
 
 REPO = Path(__file__).resolve().parents[2]
@@ -115,6 +115,16 @@ def test_dvc_repro_runs_every_stage_on_a_generated_dataset(project: Path) -> Non
     # The CPU decides the weights too: train records it, the card carries it.
     assert trained["trained_on"]["vector_isa"] == cpu()["vector_isa"] != "unknown"
     assert card.extra["trained_on"] == trained["trained_on"]
+    # Per-image outcomes for the gate: keyed by the test split as prepare wrote it.
+    with (project / "data/prepared/splits.csv").open(encoding="utf-8") as fh:
+        test_rows = [r for r in csv.DictReader(fh) if r["split"] == "test"]
+    outcomes = card.test_outcomes
+    assert outcomes is not None
+    assert outcomes.images == metrics["images"] == len(test_rows)
+    assert outcomes.fingerprint == split_fingerprint(
+        [r["path"] for r in test_rows], [int(r["label"]) for r in test_rows]
+    )
+    assert outcomes.accuracy == pytest.approx(metrics["accuracy"], abs=1e-6)
     for picture in ("confusion_matrix.png", "roc.png", "errors.png", "training_history.png"):
         assert (project / "plots" / picture).read_bytes()[:4] == b"\x89PNG"
     assert (project / "dvc.lock").is_file()

@@ -4,13 +4,16 @@ with `export`'s parity check).
 Writes `metrics/metrics.json` (headline: accuracy, balanced accuracy, ROC AUC, F1; confusion
 matrix; the same per cell type), DVC plot data `plots/roc.csv` and `plots/predictions.csv`, and
 the pictures `plots/confusion_matrix.png`, `plots/roc.png` and `plots/errors.png` (the test
-cells the model gets most wrong, as it sees them: what to look at before changing the recipe).
+cells the model gets most wrong, as it sees them: what to look at before changing the recipe),
+and `metrics/test_outcomes.json`: right or wrong per test image, for the model card (the metric
+gate compares two models image by image with it).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import math
 import os
 import time
@@ -32,9 +35,11 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from classifier.model_card import SplitOutcomes
 from classifier.pipeline.common import CLASS_NAMES, load_params, section, write_json
 
 PLOTS_DIR = Path("plots")
+OUTCOMES_FILE = Path("metrics/test_outcomes.json")
 
 
 def _finite(value: float) -> float | None:
@@ -80,6 +85,21 @@ def evaluate_predictions(
         for t in sorted(set(types.tolist()))
     }
     return result
+
+
+def write_test_outcomes(
+    path: Path,
+    image_paths: npt.NDArray[Any],
+    y_true: npt.NDArray[Any],
+    p_defective: npt.NDArray[Any],
+    threshold: float,
+) -> SplitOutcomes:
+    """Right or wrong per test image at `threshold`, keyed by the split's fingerprint."""
+    y = np.asarray(y_true).astype(int).ravel()
+    pred = (np.asarray(p_defective, dtype=np.float64).ravel() > threshold).astype(int)
+    outcomes = SplitOutcomes.of([str(p) for p in image_paths], y.tolist(), (pred == y).tolist())
+    write_json(path, dataclasses.asdict(outcomes))
+    return outcomes
 
 
 def write_plots(
@@ -221,6 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     threshold = float(base["threshold"])
     metrics = evaluate_predictions(test["y"], p, test["type"], threshold)
     write_json(Path("metrics/metrics.json"), metrics)
+    write_test_outcomes(OUTCOMES_FILE, test["path"], test["y"], p, threshold)
     write_plots(test["y"], p, threshold, PLOTS_DIR, dpi=int(cfg["plot_dpi"]))
     write_error_gallery(
         test["x"],

@@ -7,7 +7,8 @@ largest |P_litert - P_keras| in `metrics/export.json`; above `export.parity_tole
 Keras 3's `TFLiteConverter.from_keras_model` is unreliable, so the route is
 `model.export(<dir>)` (SavedModel) -> `TFLiteConverter.from_saved_model`.
 
-Writes `models/model.tflite`, `models/model_card.json`, `metrics/export.json`.
+Writes `models/model.tflite`, `models/model_card.json`, `metrics/export.json`. The card carries
+evaluate's `metrics/test_outcomes.json`, the per-image outcomes the metric gate pairs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ import numpy as np
 import numpy.typing as npt
 
 from classifier.imaging import GRAY_ONLY, describe
-from classifier.model_card import HEADLINE_METRICS, ModelCard, ModelInput
+from classifier.model_card import (
+    HEADLINE_METRICS,
+    ModelCard,
+    ModelCardError,
+    ModelInput,
+    SplitOutcomes,
+)
 from classifier.pipeline.common import (
     CLASS_NAMES,
     PipelineError,
@@ -129,6 +136,7 @@ def export_bundle(
     extra: dict[str, Any] | None = None,
     repo: Path = Path(),
     channels: tuple[str, ...] = GRAY_ONLY,
+    test_outcomes: SplitOutcomes | None = None,
 ) -> ExportResult:
     """Write `out_dir/model.tflite` and `out_dir/model_card.json`; raise ParityError when the
     LiteRT outputs on `parity_images` stray more than `parity_tolerance` from Keras's."""
@@ -169,6 +177,7 @@ def export_bundle(
         exported_at=datetime.now(UTC).isoformat(timespec="seconds"),
         export_parity_max_abs_diff=diff,
         extra={"tflite_bytes": tflite_path.stat().st_size, **(extra or {})},
+        test_outcomes=test_outcomes,
     )
     card_path = out_dir / CARD_NAME
     card.save(card_path)
@@ -183,6 +192,16 @@ def dataset_hash(data_dir: Path, dvc_file: Path = Path("data.dvc")) -> str:
     if dvc_file.is_file() and data_dir.resolve() == (dvc_file.parent / "data/raw").resolve():
         return recorded_hash(dvc_file)
     return dir_md5(data_dir)
+
+
+def read_test_outcomes(path: Path) -> SplitOutcomes:
+    """evaluate's per-image outcomes, for the card."""
+    try:
+        return SplitOutcomes(**read_json(path))
+    except (TypeError, ModelCardError) as exc:
+        raise PipelineError(
+            f"{path} is not evaluate's output ({exc}): run `dvc repro evaluate`"
+        ) from exc
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -214,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             parity_images=test["x"],
             parity_tolerance=float(cfg["parity_tolerance"]),
             channels=input_channels(base),
+            test_outcomes=read_test_outcomes(Path("metrics/test_outcomes.json")),
             extra={
                 "per_cell_type": evaluation.get("per_cell_type", {}),
                 "test_images": len(test["x"]),

@@ -2,9 +2,12 @@
 
 Fails (exit 1, one line per reason) when the candidate model card's test accuracy is
 - below `gate.min_accuracy` in params.yaml (the floor for any model), or
-- below the baseline card's accuracy by more than `gate.max_drop_vs_baseline` (the baseline is
-  what production runs: `overlays/prod/model-card.json`, written by `gitops bump`).
-A missing default baseline is normal before the first deployment: reported, not a failure.
+- worse than the baseline's with confidence: the baseline is what production runs
+  (`overlays/prod/model-card.json`, written by `gitops promote`); the two are compared paired,
+  image by image, when both cards were scored on the same test split
+  (`classifier.pipeline.comparison` has the rule and its statistics).
+Before the first promotion there is no baseline: the first deploy, judged by the floor alone,
+and the report says so. `--report FILE` writes the report as Markdown (the PR comment).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 
 from classifier.model_card import ModelCard, ModelCardError
 from classifier.pipeline.common import PipelineError, load_params, section
+from classifier.pipeline.comparison import Decision, GateRule, decide
 
 DEFAULT_CANDIDATE = Path("models/model_card.json")
 DEFAULT_BASELINE = Path("overlays/prod/model-card.json")
@@ -26,37 +30,19 @@ class GateResult:
     passed: bool
     reasons: list[str]  # why it failed (empty when it passed)
     notes: list[str]  # what was compared
+    decision: Decision
 
 
-def check(
-    candidate: ModelCard,
-    baseline: ModelCard | None,
-    *,
-    min_accuracy: float,
-    max_drop_vs_baseline: float = 0.0,
-) -> GateResult:
-    """Compare the candidate's test accuracy with the floor and with the baseline's."""
-    accuracy = candidate.metrics["accuracy"]
-    reasons: list[str] = []
-    notes = [f"candidate {candidate.name} {candidate.version}: accuracy {accuracy:.4f}"]
-    if accuracy < min_accuracy:
-        reasons.append(
-            f"accuracy {accuracy:.4f} is below the floor gate.min_accuracy={min_accuracy:.4f}"
-        )
-    else:
-        notes.append(f"floor gate.min_accuracy={min_accuracy:.4f}: ok")
-    if baseline is not None:
-        base_accuracy = baseline.metrics["accuracy"]
-        allowed = base_accuracy - max_drop_vs_baseline
-        if accuracy < allowed:
-            reasons.append(
-                f"accuracy {accuracy:.4f} is below the baseline {baseline.version}'s "
-                f"{base_accuracy:.4f} (allowed drop gate.max_drop_vs_baseline="
-                f"{max_drop_vs_baseline:.4f})"
-            )
-        else:
-            notes.append(f"baseline {baseline.version} accuracy {base_accuracy:.4f}: ok")
-    return GateResult(passed=not reasons, reasons=reasons, notes=notes)
+def check(candidate: ModelCard, baseline: ModelCard | None, rule: GateRule) -> GateResult:
+    """The floor, and the comparison with the baseline (`comparison.decide`)."""
+    decision = decide(candidate, baseline, rule)
+    return GateResult(decision.passed, decision.reasons(), decision.lines(), decision)
+
+
+def write_report(path: Path, decision: Decision) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(decision.markdown(), encoding="utf-8")
+    print(f"gate: report -> {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         help=f"model card to beat (default: {DEFAULT_BASELINE} when it exists)",
     )
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--report", type=Path, default=None, help="write the report as Markdown")
     args = parser.parse_args(argv)
     try:
         cfg = section(load_params(args.params), "gate")
@@ -80,19 +67,19 @@ def main(argv: list[str] | None = None) -> int:
             if DEFAULT_BASELINE.is_file():
                 baseline_path = DEFAULT_BASELINE
             else:
-                print(f"gate: no baseline ({DEFAULT_BASELINE} does not exist yet): floor only")
+                print(
+                    f"gate: no baseline: {DEFAULT_BASELINE} does not exist yet (nothing was "
+                    "promoted to prod): first deploy, the floor alone decides"
+                )
         baseline = ModelCard.load(baseline_path) if baseline_path is not None else None
-        result = check(
-            candidate,
-            baseline,
-            min_accuracy=float(cfg["min_accuracy"]),
-            max_drop_vs_baseline=float(cfg.get("max_drop_vs_baseline", 0.0)),
-        )
+        result = check(candidate, baseline, GateRule.from_params(cfg))
     except (ModelCardError, PipelineError, KeyError, ValueError) as exc:
         print(f"gate: ERROR: {exc}", file=sys.stderr)
         return 2
     for note in result.notes:
         print(f"gate: {note}")
+    if args.report is not None:
+        write_report(args.report, result.decision)
     if not result.passed:
         for reason in result.reasons:
             print(f"gate: FAIL: {reason}", file=sys.stderr)
