@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
 from classifier.model_card import ModelCard, ModelInput
 from classifier.pipeline import gate
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def card(accuracy: float, version: str = "abc") -> ModelCard:
@@ -46,6 +49,8 @@ def test_check_passes_within_the_allowed_drop() -> None:
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # dvc.yaml says where the export stage writes the card the gate judges by default.
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(
         "gate:\n  min_accuracy: 0.85\n  max_drop_vs_baseline: 0.0\n", encoding="utf-8"

@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-import bench.epoch_cost as epoch_cost  # the repo root is not on the import path
 from tests.pipeline.test_pipeline_e2e import generate_dataset, tiny_params
+
+import bench.epoch_cost as epoch_cost  # the repo root is not on the import path
 
 
 @pytest.fixture

@@ -1,0 +1,159 @@
+"""Does a code change leave the pipeline's outputs as they were? Two versions, one tiny run each.
+
+    .venv/bin/python -m bench.same_outputs --base a87da7c
+
+Runs `dvc repro` twice in temporary projects: once with `src/` and `dvc.yaml` of the git
+revision `--base`, once with those of the working tree, both with the working tree's
+params.yaml made tiny (a few ELPV cells from the installed `elpv-dataset` package, small images
+and filters, a few epochs) and every other key, the ensemble, cross-fold members and the
+ordinal head among them, as params.yaml has them. It then compares what the stages wrote: the
+saved Keras weights bit for bit, the .tflite file byte for byte, the metrics and plot data, and
+the model card without its export time. Exits 1 and names every difference when there is one.
+For a refactoring: a change that means to change the outputs has nothing to compare against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# Files compared byte for byte, relative to the project root.
+SAME_BYTES = (
+    "models/model.tflite",
+    "metrics/metrics.json",
+    "metrics/export.json",
+    "plots/roc.csv",
+    "plots/predictions.csv",
+    "plots/training_history.csv",
+)
+# Keys that record when or how long, not what was computed.
+VOLATILE = {"metrics/train.json": ("train_seconds",), "models/model_card.json": ("exported_at",)}
+
+
+def tiny_dataset(dest: Path, per_group: int) -> Path:
+    """`per_group` cells of each (cell type, expert probability) of the package's dataset, in
+    the ELPV layout (labels.csv + images), chosen in the package's order."""
+    from classifier.pipeline.ingest import export_elpv, package_data_dir
+
+    export_elpv(package_data_dir(), dest, per_group=per_group)
+    return dest
+
+
+def tiny_params(epochs: int) -> dict[str, Any]:
+    """The working tree's params.yaml with a small model and input, on the tiny dataset."""
+    params: dict[str, Any] = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params["base"].update({"data_dir": "data/raw", "image_size": 32})
+    params["train"].update(
+        {"epochs": epochs, "patience": epochs, "batch_size": 16, "filters": [4, 8]}
+    )
+    return params
+
+
+def checkout(revision: str | None, dest: Path) -> None:
+    """`src/` and `dvc.yaml` of `revision` (None: the working tree) into `dest`."""
+    if revision is None:
+        shutil.copytree(REPO / "src", dest / "src", ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copy(REPO / "dvc.yaml", dest / "dvc.yaml")
+        return
+    archive = dest / "code.tar"
+    subprocess.run(
+        ["git", "-C", str(REPO), "archive", "-o", str(archive), revision, "src", "dvc.yaml"],
+        check=True,
+    )
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+    archive.unlink()
+
+
+def run_pipeline(root: Path, revision: str | None, params: dict[str, Any], data: Path) -> None:
+    """A project at `root` with `revision`'s code, `params` and `data`, then `dvc repro`."""
+    root.mkdir(parents=True)
+    checkout(revision, root)
+    shutil.copytree(data, root / "data/raw")
+    (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(root / "src"),  # this project's code, not the repository's
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "DVC_NO_ANALYTICS": "1",
+    }
+    for argv in (["dvc", "init", "--no-scm", "-q"], ["dvc", "repro"]):
+        result = subprocess.run(argv, cwd=root, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(
+                f"same-outputs: {' '.join(argv)} failed in {root} "
+                f"({revision or 'working tree'}):\n{result.stdout}\n{result.stderr}"
+            )
+
+
+def keras_weights(path: Path) -> list[Any]:
+    import keras
+
+    return [w for w in keras.models.load_model(path, compile=False).get_weights()]
+
+
+def differences(old: Path, new: Path) -> list[str]:
+    """What differs between two pipeline runs' outputs; empty when they are the same."""
+    found = []
+    old_weights, new_weights = (
+        keras_weights(old / "models/model.keras"),
+        keras_weights(new / "models/model.keras"),
+    )
+    if len(old_weights) != len(new_weights):
+        found.append(f"models/model.keras: {len(old_weights)} against {len(new_weights)} arrays")
+    for i, (a, b) in enumerate(zip(old_weights, new_weights, strict=False)):
+        if a.shape != b.shape or a.dtype != b.dtype or a.tobytes() != b.tobytes():
+            found.append(f"models/model.keras: weight array {i} {a.shape} differs")
+    for rel in SAME_BYTES:
+        if (old / rel).read_bytes() != (new / rel).read_bytes():
+            found.append(f"{rel} differs")
+    for rel, keys in VOLATILE.items():
+        a, b = (json.loads((root / rel).read_text(encoding="utf-8")) for root in (old, new))
+        for key in keys:
+            a.pop(key, None)
+            b.pop(key, None)
+        if a != b:
+            found.append(f"{rel} differs (besides {', '.join(keys)})")
+    return found
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", required=True, help="git revision to compare against")
+    parser.add_argument("--per-group", type=int, default=12, help="cells per type and level")
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="keep both projects in this directory")
+    args = parser.parse_args(argv)
+    params = tiny_params(args.epochs)
+    with tempfile.TemporaryDirectory(prefix="same-outputs-") as tmp:
+        work = args.keep or Path(tmp)
+        data = tiny_dataset(work / "dataset", args.per_group)
+        base, new = work / "base", work / "new"
+        for root, revision in ((base, args.base), (new, None)):
+            print(f"same-outputs: dvc repro with the code of {revision or 'the working tree'}")
+            run_pipeline(root, revision, params, data)
+        found = differences(base, new)
+    if found:
+        print("same-outputs: DIFFERENT:\n  " + "\n  ".join(found), file=sys.stderr)
+        raise SystemExit(1)
+    print(
+        f"same-outputs: {args.base} and the working tree wrote the same model weights, .tflite, "
+        "metrics, plot data and model card"
+    )
+
+
+if __name__ == "__main__":
+    main()
