@@ -6,9 +6,10 @@ Runs `dvc repro` twice in temporary projects: once with `src/` and `dvc.yaml` of
 revision `--base`, once with those of the working tree, both with the working tree's
 params.yaml made tiny (a few ELPV cells from the installed `elpv-dataset` package, small images
 and filters, a few epochs) and every other key, the ensemble, cross-fold members and the
-ordinal head among them, as params.yaml has them. It then compares what the stages wrote: the
-saved Keras weights bit for bit, the .tflite file byte for byte, the metrics and plot data, and
-the model card without its export time. Exits 1 and names every difference when there is one.
+ordinal head among them, as params.yaml has them. It then compares every output dvc.yaml
+declares: the saved Keras model's weights bit for bit, JSON files but for the keys that record
+time (`VOLATILE`), every other file (prepared arrays, .tflite, plot data, pictures) byte for
+byte. Exits 1 and names every difference when there is one.
 For a refactoring: a change that means to change the outputs has nothing to compare against.
 """
 
@@ -29,17 +30,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# Files compared byte for byte, relative to the project root.
-SAME_BYTES = (
-    "models/model.tflite",
-    "metrics/metrics.json",
-    "metrics/export.json",
-    "plots/roc.csv",
-    "plots/predictions.csv",
-    "plots/training_history.csv",
-)
-# Keys that record when or how long, not what was computed.
-VOLATILE = {"metrics/train.json": ("train_seconds",), "models/model_card.json": ("exported_at",)}
+# Outputs that record when or how long, not what was computed: compared without these keys.
+VOLATILE = {"train.json": ("train_seconds",), "model_card.json": ("exported_at",)}
 
 
 def tiny_dataset(dest: Path, per_group: int) -> Path:
@@ -102,32 +94,44 @@ def run_pipeline(root: Path, revision: str | None, params: dict[str, Any], data:
 def keras_weights(path: Path) -> list[Any]:
     import keras
 
-    return [w for w in keras.models.load_model(path, compile=False).get_weights()]
+    return list(keras.models.load_model(path, compile=False).get_weights())
 
 
-def differences(old: Path, new: Path) -> list[str]:
-    """What differs between two pipeline runs' outputs; empty when they are the same."""
-    found = []
-    old_weights, new_weights = (
-        keras_weights(old / "models/model.keras"),
-        keras_weights(new / "models/model.keras"),
-    )
-    if len(old_weights) != len(new_weights):
-        found.append(f"models/model.keras: {len(old_weights)} against {len(new_weights)} arrays")
-    for i, (a, b) in enumerate(zip(old_weights, new_weights, strict=False)):
-        if a.shape != b.shape or a.dtype != b.dtype or a.tobytes() != b.tobytes():
-            found.append(f"models/model.keras: weight array {i} {a.shape} differs")
-    for rel in SAME_BYTES:
-        if (old / rel).read_bytes() != (new / rel).read_bytes():
-            found.append(f"{rel} differs")
-    for rel, keys in VOLATILE.items():
-        a, b = (json.loads((root / rel).read_text(encoding="utf-8")) for root in (old, new))
-        for key in keys:
+def same_file(old: Path, new: Path) -> bool:
+    """Whether two outputs hold the same result: a Keras model's weights bit for bit, a JSON
+    file's content but for its `VOLATILE` keys, any other file byte for byte."""
+    if old.suffix == ".keras":  # a zip that records its save time: compare what it holds
+        a, b = keras_weights(old), keras_weights(new)
+        return len(a) == len(b) and all(
+            x.dtype == y.dtype and x.shape == y.shape and x.tobytes() == y.tobytes()
+            for x, y in zip(a, b, strict=True)
+        )
+    if old.name in VOLATILE:
+        a, b = (json.loads(path.read_text(encoding="utf-8")) for path in (old, new))
+        for key in VOLATILE[old.name]:
             a.pop(key, None)
             b.pop(key, None)
-        if a != b:
-            found.append(f"{rel} differs (besides {', '.join(keys)})")
-    return found
+        return bool(a == b)
+    return old.read_bytes() == new.read_bytes()
+
+
+def differences(old: Path, new: Path) -> tuple[list[str], list[str]]:
+    """(outputs compared, outputs that differ) of two runs: every output dvc.yaml declares
+    (outs, metrics, plots; each file of a directory)."""
+    from classifier.pipeline.stages import load_stages
+
+    compared, differ = [], []
+    for stage in load_stages(new / "dvc.yaml").values():
+        for declared in stage.outputs:
+            paths = [new / declared]
+            if paths[0].is_dir():
+                paths = sorted(p for p in paths[0].rglob("*") if p.is_file())
+            for path in paths:
+                rel = path.relative_to(new).as_posix()
+                compared.append(rel)
+                if not (old / rel).is_file() or not same_file(old / rel, path):
+                    differ.append(rel)
+    return compared, differ
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -145,14 +149,12 @@ def main(argv: list[str] | None = None) -> None:
         for root, revision in ((base, args.base), (new, None)):
             print(f"same-outputs: dvc repro with the code of {revision or 'the working tree'}")
             run_pipeline(root, revision, params, data)
-        found = differences(base, new)
-    if found:
-        print("same-outputs: DIFFERENT:\n  " + "\n  ".join(found), file=sys.stderr)
+        compared, differ = differences(base, new)
+    if differ:
+        print("same-outputs: DIFFERENT:\n  " + "\n  ".join(differ), file=sys.stderr)
         raise SystemExit(1)
-    print(
-        f"same-outputs: {args.base} and the working tree wrote the same model weights, .tflite, "
-        "metrics, plot data and model card"
-    )
+    print(f"same-outputs: {args.base} and the working tree wrote the same {len(compared)} files:")
+    print("  " + "\n  ".join(compared))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -173,6 +174,46 @@ class DecisionAccuracy(ThresholdedAccuracy):
     def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
         column = y_pred[:, self.column : self.column + 1]
         return super().update_state(y_true, column, sample_weight)
+
+
+@dataclass(frozen=True)
+class TrainingHead:
+    """What a member is fitted through: the outputs, loss and metrics `fit` sees. With the
+    ordinal head, `fold` then turns the kept epoch's decision cut into the model's own output."""
+
+    outputs: list[Any]
+    loss: str | keras.losses.Loss
+    metrics: list[Any]
+    ordinal: OrdinalHead | None  # None: the model's own sigmoid output is fitted
+    decision: int  # the ordinal head's column that is the binary decision
+
+    def fold(self, model: keras.Model) -> None:
+        """After training: the decision cut becomes `model`'s output layer (a no-op without the
+        ordinal head)."""
+        if self.ordinal is not None:
+            self.ordinal.fold_into(model.get_layer("p_defective"), self.decision)
+
+
+def training_head(
+    model: keras.Model, targets: npt.NDArray[np.float32], ordinal: bool
+) -> TrainingHead:
+    """How `model` (from `build_model`) is fitted to `targets` in [0, 1]: its sigmoid output
+    with binary cross-entropy, or (`ordinal`) an `OrdinalHead` on its pooled features with one
+    cut per level of the targets (`ordinal_levels`)."""
+    if not ordinal:
+        metrics = [ThresholdedAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
+        return TrainingHead(model.outputs, "binary_crossentropy", metrics, None, 0)
+    levels, decision = ordinal_levels(targets)
+    # Start each cut at the log-odds of its share of the training targets.
+    above = np.clip([np.mean(targets >= cut - 1e-4) for cut in levels[1:]], 1e-3, 1 - 1e-3)
+    head = OrdinalHead(np.log(above / (1.0 - above)), name="ordinal")
+    return TrainingHead(
+        outputs=[head(model.get_layer("p_defective").input)],
+        loss=OrdinalCrossentropy(levels.tolist()),
+        metrics=[DecisionAccuracy(decision, name="accuracy"), DecisionAUC(decision, name="auc")],
+        ordinal=head,
+        decision=decision,
+    )
 
 
 class SharpnessAware(keras.Model):  # type: ignore[misc]

@@ -46,15 +46,10 @@ from classifier.pipeline.common import (
     write_json,
 )
 from classifier.pipeline.model import (
-    DecisionAccuracy,
-    DecisionAUC,
-    OrdinalCrossentropy,
-    OrdinalHead,
     SharpnessAware,
-    ThresholdedAccuracy,
     average_members,
     build_model,
-    ordinal_levels,
+    training_head,
 )
 from classifier.pipeline.prepare import load_split
 from classifier.pipeline.recipe import Recipe
@@ -106,22 +101,12 @@ def train_model(
     else:
         sample_weights = np.ones(len(y_train))
     batches = AugmentedBatches(x_train, y_train, sample_weights.astype(np.float32), recipe)
-    loss: str | keras.losses.Loss = "binary_crossentropy"
-    metrics = [ThresholdedAccuracy(name="accuracy"), keras.metrics.AUC(name="auc")]
-    outputs, head, decision = model.outputs, None, 0
-    if recipe.ordinal:
-        levels, decision = ordinal_levels(y_train)
-        # Start each cut at the log-odds of its share of the training targets.
-        above = np.clip([np.mean(y_train >= cut - 1e-4) for cut in levels[1:]], 1e-3, 1 - 1e-3)
-        head = OrdinalHead(np.log(above / (1.0 - above)), name="ordinal")
-        outputs = [head(model.get_layer("p_defective").input)]
-        loss = OrdinalCrossentropy(levels.tolist())
-        metrics = [DecisionAccuracy(decision, name="accuracy"), DecisionAUC(decision, name="auc")]
+    head = training_head(model, y_train, recipe.ordinal)
     trainer = model
     if recipe.sam_rho:
-        trainer = SharpnessAware(model.inputs, outputs, rho=recipe.sam_rho, name=model.name)
-    elif head is not None:
-        trainer = keras.Model(model.inputs, outputs, name=model.name)
+        trainer = SharpnessAware(model.inputs, head.outputs, rho=recipe.sam_rho, name=model.name)
+    elif head.ordinal is not None:
+        trainer = keras.Model(model.inputs, head.outputs, name=model.name)
     trainer.compile(
         optimizer=keras.optimizers.Adam(
             lr_schedule(recipe, len(batches)),
@@ -129,8 +114,8 @@ def train_model(
             use_ema=recipe.ema_momentum > 0,
             ema_momentum=recipe.ema_momentum or 0.99,
         ),
-        loss=loss,
-        metrics=metrics,
+        loss=head.loss,
+        metrics=head.metrics,
     )
     callbacks = [
         # First, so validation and the early-stopping snapshot both see the averaged weights.
@@ -147,14 +132,13 @@ def train_model(
         callbacks=[] if recipe.refit else callbacks,
         verbose=verbose,  # 2 = one line per epoch: progress without a progress bar in CI logs
     )
-    if head is not None:  # the kept epoch's decision cut becomes the saved model's output
-        head.fold_into(model.get_layer("p_defective"), decision)
+    head.fold(model)
     # The saved .keras file records the compile config; keep only built-in objects in it so any
     # Keras can load the model without importing our modules (ThresholdedAccuracy is ours).
     # The ordinal head's optimizer state holds the head's variables, which the saved model
     # lacks: save a fresh optimizer for the model's own variables instead.
     optimizer = trainer.optimizer
-    if head is not None:
+    if head.ordinal is not None:
         optimizer = keras.optimizers.Adam(recipe.learning_rate)
         optimizer.build(model.trainable_variables)
     model.compile(
