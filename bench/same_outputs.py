@@ -69,12 +69,16 @@ def checkout(revision: str | None, dest: Path) -> None:
     archive.unlink()
 
 
-def run_pipeline(root: Path, revision: str | None, params: dict[str, Any], data: Path) -> None:
-    """A project at `root` with `revision`'s code, `params` and `data`, then `dvc repro`."""
+def make_project(root: Path, revision: str | None, params: dict[str, Any], data: Path) -> None:
+    """A project at `root` with `revision`'s code, `params` and `data`."""
     root.mkdir(parents=True)
     checkout(revision, root)
     shutil.copytree(data, root / "data/raw")
     (root / "params.yaml").write_text(yaml.safe_dump(params), encoding="utf-8")
+
+
+def run_pipeline(root: Path, revision: str | None) -> None:
+    """`dvc repro` in the project at `root` (`make_project`), with its own code."""
     env = {
         **os.environ,
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
@@ -146,9 +150,12 @@ def main(argv: list[str] | None = None) -> None:
         work = args.keep or Path(tmp)
         data = tiny_dataset(work / "dataset", args.per_group)
         base, new = work / "base", work / "new"
-        for root, revision in ((base, args.base), (new, None)):
+        runs = ((base, args.base), (new, None))
+        for root, revision in runs:  # both copies first: the working tree may change meanwhile
+            make_project(root, revision, params, data)
+        for root, revision in runs:
             print(f"same-outputs: dvc repro with the code of {revision or 'the working tree'}")
-            run_pipeline(root, revision, params, data)
+            run_pipeline(root, revision)
         compared, differ = differences(base, new)
     if differ:
         print("same-outputs: DIFFERENT:\n  " + "\n  ".join(differ), file=sys.stderr)
