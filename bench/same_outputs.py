@@ -128,6 +128,9 @@ def differences(old: Path, new: Path) -> tuple[list[str], list[str]]:
     for stage in load_stages(new / "dvc.yaml").values():
         for declared in stage.outputs:
             paths = [new / declared]
+            if not paths[0].exists():
+                differ.append(f"{declared} (not written)")
+                continue
             if paths[0].is_dir():
                 paths = sorted(p for p in paths[0].rglob("*") if p.is_file())
             for path in paths:
