@@ -1,9 +1,10 @@
 """The classifier's Keras model, and the layers, losses and metrics its training uses.
 
 `build_model` makes one member from a `Recipe`; `average_members` joins members into the one
-model that evaluate, export and serving run. The ordinal head, its loss and metrics exist only
-while training: `OrdinalHead.fold_into` turns the head's decision cut into the plain model's
-sigmoid output, so the saved model holds built-in Keras layers only.
+model that evaluate, export and serving run. `training_head` says what a member is fitted
+through: its own sigmoid output, or the ordinal head with its loss and metrics, which exist only
+while training: `TrainingHead.fold` turns the head's decision cut into the plain model's sigmoid
+output, so the saved model holds built-in Keras layers only.
 """
 
 from __future__ import annotations
