@@ -12,6 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import bench.model_quality as model_quality  # the repo root is not on the import path
+
 from classifier.pipeline.recipe import Recipe
 
 
@@ -98,20 +99,24 @@ def test_bad_arguments_are_refused_before_any_training(
 
 
 @pytest.mark.parametrize(
-    ("knobs", "note"),
+    ("describe", "knobs", "words"),
     [
-        ({}, ""),
-        ({"refit": True}, ", refit on train + val (last epoch kept)"),
+        ("fitting_note", {}, ""),
+        ("fitting_note", {"refit": True}, ", refit on train + val (last epoch kept)"),
         (
+            "fitting_note",
             {"cross_fold": True, "ensemble": 2},
             ", cross-fold (member i > 1 early-stops on its own fold of train)",
         ),
+        ("targets", {}, "soft targets"),
+        ("targets", {"soft_targets": False}, "binary targets"),
+        ("targets", {"ordinal": True}, "ordinal head (one cut per expert level)"),
     ],
 )
-def test_the_section_says_what_the_members_fit(
-    knobs: dict[str, Any], note: str, tiny_recipe: Callable[..., Recipe]
+def test_the_section_says_what_the_members_fit_and_to_what(
+    describe: str, knobs: dict[str, Any], words: str, tiny_recipe: Callable[..., Recipe]
 ) -> None:
-    assert model_quality.fitting_note(tiny_recipe(**knobs)) == note
+    assert getattr(model_quality, describe)(tiny_recipe(**knobs)) == words
 
 
 def test_the_section_names_every_augmentation_that_is_on(
@@ -123,20 +128,6 @@ def test_the_section_names_every_augmentation_that_is_on(
     assert model_quality.augmentation(on) == "flips, brightness 0.1, mixup 0.2"
     off = dataclasses.replace(aug, flip=False, brightness=0.0, mixup=0.0)
     assert model_quality.augmentation(dataclasses.replace(recipe, augment=off)) == "none"
-
-
-@pytest.mark.parametrize(
-    ("knobs", "words"),
-    [
-        ({}, "soft targets"),
-        ({"soft_targets": False}, "binary targets"),
-        ({"ordinal": True}, "ordinal head (one cut per expert level)"),
-    ],
-)
-def test_the_section_says_what_the_members_fit_to(
-    knobs: dict[str, bool], words: str, tiny_recipe: Callable[..., Recipe]
-) -> None:
-    assert model_quality.targets(tiny_recipe(**knobs)) == words
 
 
 def test_the_section_names_sharpness_aware_steps_when_on(
