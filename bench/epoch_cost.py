@@ -1,10 +1,10 @@
-"""Epoch time of one member under params.yaml variants, side by side (docs/pipeline.md round 12).
+"""Epoch time of one member under params.yaml variants, side by side.
 
     .venv/bin/python -m bench.epoch_cost --epochs 5 --rounds 2 \
         --variant "96 px" --variant "64 px" base.image_size=64
 
-What a cheaper member would cost, measured rather than read off its FLOPs (round 9: a 64 px
-epoch beside another training took 0.65x a 96 px one, not the 0.44x its pixels promise). Each
+What a cheaper member would cost, measured rather than read off its FLOPs (an epoch's time does
+not shrink with its pixels alone: input, augmentation and per-step overheads stay). Each
 variant (a name, then `KEY=VALUE` overrides of params.yaml as `bench.recipe_trial --set` takes
 them) runs in its own process: the pipeline's prepare (split `base.seed`) at the variant's
 image size, then member 1's training for `--epochs` epochs. Variants are interleaved round by
@@ -13,9 +13,9 @@ round so host noise falls on all alike. Prints each variant's median epoch time 
 (section `epoch-cost`). Slow: rounds x variants short trainings.
 
 An override `env:NAME=VALUE` sets an environment variable of the variant's process instead
-(`env:NAME=` unsets it), e.g. glibc's allocator settings (docs/pipeline.md round 15); the
+(`env:NAME=` unsets it), e.g. glibc's allocator settings; the
 override `feed:keras` feeds fit Keras' own PyDataset pipeline instead of the pipeline's
-`train.batch_dataset` (round 16: what its autotuning stalls cost); and `--section` gives a
+`batches.batch_dataset` (what tf.data's autotuning stalls cost); and `--section` gives a
 question its own section instead of overwriting `epoch-cost`:
 
     .venv/bin/python -m bench.epoch_cost --epochs 4 --rounds 2 --section epoch-cost-malloc \
@@ -39,8 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.recipe_trial import apply_override
 from bench.report import machine_line, section_name, write_section
+from bench.trials import apply_override, prepare_split
 from classifier.pipeline.common import load_params
 
 
@@ -55,16 +55,15 @@ def train_once(
     import keras
 
     from classifier.pipeline import train
-    from classifier.pipeline.common import input_channels, section
-    from classifier.pipeline.prepare import load_split, prepare
+    from classifier.pipeline.model import build_model
+    from classifier.pipeline.prepare import load_split
+    from classifier.pipeline.recipe import Recipe
 
     params = copy.deepcopy(load_params(params_file))
     for assignment in params_overrides(overrides):
         apply_override(params, assignment)
-    base, prep = section(params, "base"), section(params, "prepare")
-    size, seed = int(base["image_size"]), int(base["seed"])
-    config = train.TrainConfig.from_params(section(params, "train"), seed=seed)
-    config = dataclasses.replace(config, epochs=epochs, patience=epochs, refit=False)
+    recipe = Recipe.from_params(params)
+    recipe = dataclasses.replace(recipe, epochs=epochs, patience=epochs, refit=False)
     times: list[float] = []
     faults: list[float] = []
 
@@ -84,31 +83,24 @@ def train_once(
         return fit(self, *args, **kwargs)
 
     keras.Model.fit = timed_fit  # train_model builds its own callbacks: add the timer to them
-    batch_dataset = train.batch_dataset
+    # train_model looks batch_dataset up in the train module's namespace: swap it there.
+    namespace = vars(train)
+    batch_dataset = namespace["batch_dataset"]
     if KERAS_FEED in overrides:
-        train.batch_dataset = lambda batches: batches  # fit wraps the PyDataset itself
+        namespace["batch_dataset"] = lambda batches: batches  # fit wraps the PyDataset itself
     try:
         with tempfile.TemporaryDirectory() as out:
-            prepare(
-                Path(base["data_dir"]),
-                Path(out),
-                image_size=size,
-                threshold=float(base["threshold"]),
-                test_fraction=float(prep["test_fraction"]),
-                val_fraction=float(prep["val_fraction"]),
-                seed=seed,
-                channels=input_channels(base),
-            )
+            prepare_split(params, recipe.seed, Path(out))
             train_split, val_split = load_split(Path(out), "train"), load_split(Path(out), "val")
-            x, targets = train.member_data(train_split, val_split, config)[0].fit
-            train.make_deterministic(seed)
-            model = train.model_for(config, size, channels=x.shape[-1])
+            x, targets = train.member_data(train_split, val_split, recipe)[0].fit
+            train.make_deterministic(recipe.seed)
+            model = build_model(recipe, channels=x.shape[-1])
             train.train_model(
-                model, (x, targets), (val_split["x"], val_split["y"]), config, verbose=0
+                model, (x, targets), (val_split["x"], val_split["y"]), recipe, verbose=0
             )
     finally:
         keras.Model.fit = fit
-        train.batch_dataset = batch_dataset
+        namespace["batch_dataset"] = batch_dataset
     return {"seconds": times, "minor_faults": faults}
 
 

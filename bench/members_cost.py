@@ -2,8 +2,8 @@
 
     make bench-members      # or: .venv/bin/python -m bench.members_cost [--seconds 5 --rounds 3]
 
-Loads models/model.keras (the `train.ensemble` members averaged), exports its first member alone
-with the pipeline's own `export_tflite`, and runs both .tflite files with LiteRT (as serving
+Loads the train stage's model (the `train.ensemble` members averaged), exports its first member
+alone with the pipeline's own `export_tflite`, and runs both .tflite files with LiteRT (as serving
 does), batch 1, interleaved round by round so host noise hits both alike. Rewrites the
 `members` section of docs/benchmarks.md. Needs `dvc repro` (or `make run`) first.
 """
@@ -22,8 +22,6 @@ from bench.model_quality import flops_per_image
 from bench.report import machine_line, write_section
 from bench.serving import tflite_throughput
 
-MODEL = Path("models/model.keras")
-
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -31,16 +29,23 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="LiteRT interpreter threads")
     args = parser.parse_args(argv)
-    if not MODEL.is_file():
-        raise SystemExit(f"bench-members: {MODEL} is missing: run `make run` (dvc repro) first")
+    from classifier.pipeline.stages import output
+
+    model_path = output("train", "model.keras")
+    if not model_path.is_file():
+        raise SystemExit(
+            f"bench-members: {model_path} is missing: run `make run` (dvc repro) first"
+        )
     import keras
 
     from classifier.pipeline.export import export_tflite
 
-    model = keras.models.load_model(MODEL)
+    model = keras.models.load_model(model_path)
     members = [layer for layer in model.layers if isinstance(layer, keras.Model)]
     if not members:
-        raise SystemExit(f"bench-members: {MODEL} is one model (train.ensemble: 1): no members")
+        raise SystemExit(
+            f"bench-members: {model_path} is one model (train.ensemble: 1): no members"
+        )
     size = int(model.input_shape[1])
     with tempfile.TemporaryDirectory(prefix="bench-members-") as tmp:
         models = {

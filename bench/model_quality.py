@@ -22,9 +22,10 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.recipe_trial import apply_override
 from bench.report import machine_line, section_name, write_section
+from bench.trials import apply_override, split_and_train
 from classifier.pipeline.common import input_channels, load_params, section
+from classifier.pipeline.recipe import Recipe
 
 # Deitsch et al., "Automatic classification of defective photovoltaic module cells in
 # electroluminescence images", Solar Energy 185 (2019): same data, same 75/25 protocol.
@@ -49,29 +50,6 @@ def flops_per_image(model: Any) -> int:
         elif isinstance(layer, keras.layers.Dense):
             total += 2 * layer.input.shape[-1] * layer.units
     return int(total)
-
-
-def split_and_train(params: dict[str, Any], seed: int, out: Path) -> Any:
-    """The pipeline's prepare (split `seed`) into `out`, then its training on that split, as
-    `dvc repro` does (members seeded from `seed`); returns train.Trained."""
-    from classifier.pipeline.prepare import load_split, prepare
-    from classifier.pipeline.train import TrainConfig, member_data, train_members
-
-    base, prep = section(params, "base"), section(params, "prepare")
-    size = int(base["image_size"])
-    prepare(
-        Path(base["data_dir"]),
-        out,
-        image_size=size,
-        threshold=float(base["threshold"]),
-        test_fraction=float(prep["test_fraction"]),
-        val_fraction=float(prep["val_fraction"]),
-        seed=seed,
-        channels=input_channels(base),
-    )
-    config = TrainConfig.from_params(section(params, "train"), seed=seed)
-    train, val = load_split(out, "train"), load_split(out, "val")
-    return train_members(config, size, member_data(train, val, config))
 
 
 def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
@@ -103,34 +81,40 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {spread:.4f}"
 
 
-def augmentation(train: dict[str, Any]) -> str:
-    """The augmentation params in words, e.g. "flips, brightness 0.1, contrast 0.1"."""
-    aug = train.get("augment", {})
-    words = [name for name, key in (("flips", "flip"), ("rot90", "rot90")) if aug.get(key)]
-    keys = ("brightness", "contrast", "shift", "rotate", "scale", "mixup")
-    words += [f"{key} {aug[key]}" for key in keys if aug.get(key)]
+def augmentation(recipe: Recipe) -> str:
+    """The augmentation in words, e.g. "flips, brightness 0.1, contrast 0.1"."""
+    aug = recipe.augment
+    words = [name for name, on in (("flips", aug.flip), ("rot90", aug.rot90)) if on]
+    amounts = {
+        "brightness": aug.brightness,
+        "contrast": aug.contrast,
+        "shift": aug.shift,
+        "rotate": aug.rotate,
+        "scale": aug.scale,
+        "mixup": aug.mixup,
+    }
+    words += [f"{key} {value:g}" for key, value in amounts.items() if value]
     return ", ".join(words) or "none"
 
 
-def fitting_note(train: dict[str, Any]) -> str:
+def fitting_note(recipe: Recipe) -> str:
     """What the members fit and stop on, when it is not the training split and val."""
-    if train.get("refit"):
+    if recipe.refit:
         return ", refit on train + val (last epoch kept)"
-    if train.get("cross_fold"):
+    if recipe.cross_fold:
         return ", cross-fold (member i > 1 early-stops on its own fold of train)"
     return ""
 
 
-def targets(train: dict[str, Any]) -> str:
+def targets(recipe: Recipe) -> str:
     """What the members fit: the ordinal head's cuts, else soft or binary targets."""
-    if train.get("ordinal"):
+    if recipe.ordinal:
         return "ordinal head (one cut per expert level)"
-    return f"{'soft' if train.get('soft_targets', True) else 'binary'} targets"
+    return f"{'soft' if recipe.soft_targets else 'binary'} targets"
 
 
-def sam_note(train: dict[str, Any]) -> str:
-    rho = float(train.get("sam_rho", 0.0))
-    return f" with sharpness-aware steps (rho {rho:g})" if rho > 0 else ""
+def sam_note(recipe: Recipe) -> str:
+    return f" with sharpness-aware steps (rho {recipe.sam_rho:g})" if recipe.sam_rho > 0 else ""
 
 
 def render(
@@ -140,7 +124,10 @@ def render(
     planned: list[int] | None = None,
 ) -> str:
     """The docs/benchmarks.md section; `planned` (the --seeds) marks a run not yet finished."""
-    base, train = params["base"], params["train"]
+    base, recipe = params["base"], Recipe.from_params(params)
+    test, val = (
+        round(100 * float(params["prepare"][k])) for k in ("test_fraction", "val_fraction")
+    )
     done = [r["seed"] for r in results]
     unfinished = [s for s in planned or done if s not in done]
     lines = [
@@ -148,16 +135,16 @@ def render(
         "",
         f"Command: `{command}` — machine: {machine_line()} (train times "
         "are upper bounds when other jobs share the machine).",
-        f"Recipe: params.yaml — {base['image_size']}x{base['image_size']} "
-        f"{' + '.join(base.get('channels', ['gray']))}, filters "
-        f"{train['filters']} x{train.get('convs_per_block', 2)} conv, up to {train['epochs']} "
-        f"epochs, Adam {train['learning_rate']} warmup + cosine{sam_note(train)}, BN momentum "
-        f"{train.get('bn_momentum', 0.9)}, "
-        f"{targets(train)}, "
-        f"{'class weights' if train.get('balance_classes', False) else 'no class weights'}, "
-        f"global {train.get('pooling', 'avg')} pooling, augmentation: {augmentation(train)}, "
-        f"{train.get('ensemble', 1)} member(s){fitting_note(train)}. "
-        "Split: stratified 75/25 by label and cell type, val = 15 % of train.",
+        f"Recipe: params.yaml — {recipe.image_size}x{recipe.image_size} "
+        f"{' + '.join(input_channels(base))}, filters "
+        f"{list(recipe.filters)} x{recipe.convs_per_block} conv, up to {recipe.epochs} "
+        f"epochs, Adam {recipe.learning_rate:g} warmup + cosine{sam_note(recipe)}, BN momentum "
+        f"{recipe.bn_momentum:g}, "
+        f"{targets(recipe)}, "
+        f"{'class weights' if recipe.balance_classes else 'no class weights'}, "
+        f"global {recipe.pooling} pooling, augmentation: {augmentation(recipe)}, "
+        f"{recipe.ensemble} member(s){fitting_note(recipe)}. "
+        f"Split: stratified {100 - test}/{test} by label and cell type, val = {val} % of train.",
         *(
             [
                 f"**Partial: {len(done)} of {len(done) + len(unfinished)} split seeds** (not "

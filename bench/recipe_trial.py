@@ -24,34 +24,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.trials import apply_override
 from classifier.pipeline.common import load_params, section
-
-
-def apply_override(params: dict[str, Any], assignment: str) -> None:
-    """Set `a.b.c=value` (value parsed as YAML) in `params`; the key must already exist."""
-    key, sep, raw = assignment.partition("=")
-    if not sep or not key:
-        raise SystemExit(f"--set {assignment!r}: expected KEY=VALUE, e.g. train.dropout=0.3")
-    *parents, leaf = key.split(".")
-    node: Any = params
-    for name in parents:
-        if not isinstance(node, dict) or name not in node:
-            raise SystemExit(f"--set {assignment!r}: params.yaml has no section {name!r}")
-        node = node[name]
-    if not isinstance(node, dict) or leaf not in node:
-        raise SystemExit(f"--set {assignment!r}: params.yaml has no key {key!r}")
-    node[leaf] = yaml.safe_load(raw)
 
 
 def run_trial(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from bench.model_quality import split_and_train
+    from bench.trials import split_and_train
     from classifier.pipeline.prepare import load_split
 
     base = section(params, "base")

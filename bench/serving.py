@@ -62,40 +62,54 @@ def load_average() -> float:
 
 
 def prepare_model(out: Path) -> tuple[Path, str]:
-    """The pipeline's model in models/ if present, else one of the same architecture exported by
-    the pipeline code (trained briefly: speed depends on the architecture, not the weights)."""
-    real = ROOT / "models"
-    files = ("model.tflite", "model_card.json", "model.keras")
-    if all((real / f).is_file() for f in files):
-        # A snapshot: `dvc repro` may rewrite models/ while the benchmark runs.
+    """The pipeline's model (the train and export stages' outputs) if present, else one of the
+    same architecture exported by the pipeline code (untrained: speed depends on the
+    architecture, not the weights)."""
+    from classifier.pipeline.stages import output
+
+    dvc_file = ROOT / "dvc.yaml"
+    real = [
+        output("export", "model.tflite", dvc_file),
+        output("export", "model_card.json", dvc_file),
+        output("train", "model.keras", dvc_file),
+    ]
+    if all(path.is_file() for path in real):
+        # A snapshot: `dvc repro` may rewrite the outputs while the benchmark runs.
         snapshot = out.parent / "bench-serving-pipeline-model"
         snapshot.mkdir(parents=True, exist_ok=True)
-        for f in files:
-            shutil.copy2(real / f, snapshot / f)
+        for path in real:
+            shutil.copy2(path, snapshot / path.name)
         version = json.loads((snapshot / "model_card.json").read_text())["version"]
-        return snapshot, f"the pipeline's model in models/ (dvc repro output, version {version})"
+        return snapshot, f"the pipeline's model (dvc repro output, version {version})"
     if not (out / "model.keras").is_file() or _architecture(out) != _architecture(None):
-        log(f"no models/ output: exporting a model of the pipeline's architecture into {out}")
+        log(f"no pipeline model: exporting a model of the pipeline's architecture into {out}")
         build_pipeline_architecture(out)
     return out, (
-        f"models/ incomplete: the pipeline's architecture ({_architecture(None)}, from "
+        f"no pipeline model: the pipeline's architecture ({_architecture(None)}, from "
         "params.yaml), built and exported by the pipeline's code, untrained (speed depends on "
         "the architecture only)"
     )
 
 
+def _recipe() -> Any:
+    """params.yaml's recipe (`classifier.pipeline.recipe.Recipe`)."""
+    import yaml
+
+    from classifier.pipeline.recipe import Recipe
+
+    return Recipe.from_params(yaml.safe_load((ROOT / "params.yaml").read_text()))
+
+
 def _architecture(model_dir: Path | None) -> dict[str, Any]:
     """image_size, filters, stem stride and ensemble size of a bench model (its card), or of
     params.yaml now (None)."""
-    import yaml
-
     if model_dir is None:
-        params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        recipe = _recipe()
         return {
-            "image_size": int(params["base"]["image_size"]),
-            "filters": [int(f) for f in params["train"]["filters"]],
-            "stem_stride": int(params["train"].get("stem_stride", 1)),
-            "ensemble": int(params["train"].get("ensemble", 1)),
+            "image_size": recipe.image_size,
+            "filters": list(recipe.filters),
+            "stem_stride": recipe.stem_stride,
+            "ensemble": recipe.ensemble,
         }
     try:
         card = json.loads((model_dir / "model_card.json").read_text())
@@ -108,27 +122,21 @@ def build_pipeline_architecture(out: Path) -> None:
     """Build the pipeline's model from params.yaml and export it with the pipeline's code.
 
     Untrained: inference speed depends on the architecture only, and the card says so."""
-    import yaml
-
     sys.path.insert(0, str(ROOT / "tests"))
     from classifier.pipeline.export import export_bundle
-    from classifier.pipeline.train import (
-        TrainConfig,
-        average_members,
-        make_deterministic,
-        model_for,
-    )
+    from classifier.pipeline.model import average_members, build_model
+    from classifier.pipeline.train import make_deterministic
     from conftest import tiny_training_images  # type: ignore[import-not-found]  # shared sampler
 
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    arch = _architecture(None)
-    size = arch["image_size"]
-    config = TrainConfig.from_params(params["train"], seed=0)
+    recipe = _recipe()
     make_deterministic(0)
     model = average_members(
-        [model_for(config, size, f"elpv_cnn_member{i + 1}") for i in range(config.ensemble)]
+        [
+            build_model(recipe, channels=1, name=f"elpv_cnn_member{i + 1}")
+            for i in range(recipe.ensemble)
+        ]
     )
-    x, _y, _types = tiny_training_images(size)
+    x, _y, _types = tiny_training_images(recipe.image_size)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "model.keras")
     export_bundle(
@@ -136,7 +144,7 @@ def build_pipeline_architecture(out: Path) -> None:
         out,
         name="elpv-defect-cnn-bench",
         metrics={"accuracy": 0.0, "balanced_accuracy": 0.0, "roc_auc": 0.0, "f1": 0.0},
-        params={"bench": arch},
+        params={"bench": _architecture(None)},
         data_hash="bench",
         threshold=0.5,
         parity_images=x,

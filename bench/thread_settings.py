@@ -1,10 +1,10 @@
-"""Epoch time of params.yaml's training under TensorFlow thread settings (docs/pipeline.md round 5).
+"""Epoch time of params.yaml's training under TensorFlow thread settings.
 
     .venv/bin/python -m bench.thread_settings --epochs 6 --rounds 2
 
-Each setting trains member 1 (seed base.seed) on data/prepared (run `make pipeline` first) for
-`--epochs` epochs in its own process (threads must be set before TensorFlow starts), settings
-interleaved round by round so that host noise falls on all of them alike. Prints the median
+Each setting trains member 1 (seed base.seed) on the prepare stage's output (run `make pipeline`
+first) for `--epochs` epochs in its own process (threads must be set before TensorFlow starts),
+settings interleaved round by round so that host noise falls on all of them alike. Prints the median
 epoch time after the first (graph building) and the largest weight difference from the default
 setting: a setting that changes the weights would change the recipe's results, not only its
 speed. Slow: rounds x settings short trainings.
@@ -45,18 +45,18 @@ def train_once(setting: dict[str, int], epochs: int, weights_path: Path) -> list
         tf.config.threading.set_intra_op_parallelism_threads(setting["intra"])
         tf.config.threading.set_inter_op_parallelism_threads(setting["inter"])
     from classifier.pipeline import train
-    from classifier.pipeline.common import load_params, section
+    from classifier.pipeline.common import load_params
+    from classifier.pipeline.model import build_model
     from classifier.pipeline.prepare import load_split
+    from classifier.pipeline.recipe import Recipe
 
-    params = load_params(Path("params.yaml"))
-    base = section(params, "base")
-    config = train.TrainConfig.from_params(section(params, "train"), seed=int(base["seed"]))
-    config = dataclasses.replace(config, epochs=epochs, patience=epochs, refit=False)
-    train_split = load_split(Path("data/prepared"), "train")
-    val_split = load_split(Path("data/prepared"), "val")
-    x, targets = train.member_data(train_split, val_split, config)[0].fit
-    train.make_deterministic(config.seed)
-    model = train.model_for(config, int(base["image_size"]))
+    recipe = Recipe.from_params(load_params(Path("params.yaml")))
+    recipe = dataclasses.replace(recipe, epochs=epochs, patience=epochs, refit=False)
+    prepared = prepared_dir()
+    train_split, val_split = load_split(prepared, "train"), load_split(prepared, "val")
+    x, targets = train.member_data(train_split, val_split, recipe)[0].fit
+    train.make_deterministic(recipe.seed)
+    model = build_model(recipe, channels=x.shape[-1])
     times: list[float] = []
 
     class EpochTimer(keras.callbacks.Callback):  # type: ignore[misc]
@@ -73,9 +73,16 @@ def train_once(setting: dict[str, int], epochs: int, weights_path: Path) -> list
         return fit(self, *args, **kwargs)
 
     keras.Model.fit = timed_fit  # train_model builds its own callbacks: add the timer to them
-    train.train_model(model, (x, targets), (val_split["x"], val_split["y"]), config, verbose=0)
+    train.train_model(model, (x, targets), (val_split["x"], val_split["y"]), recipe, verbose=0)
     np.save(weights_path, np.concatenate([w.ravel() for w in model.get_weights()]))
     return times
+
+
+def prepared_dir() -> Path:
+    """The prepare stage's output, as dvc.yaml names it."""
+    from classifier.pipeline.stages import output
+
+    return output("prepare", "prepared")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,8 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.child is not None:
         print(json.dumps(train_once(SETTINGS[args.child], args.epochs, args.weights)))
         return
-    if not Path("data/prepared/train.npz").is_file():
-        raise SystemExit("data/prepared/train.npz not found: run `make pipeline` first")
+    if not (prepared_dir() / "train.npz").is_file():
+        raise SystemExit(f"{prepared_dir()}/train.npz not found: run `make pipeline` first")
     import numpy as np
 
     medians: dict[str, list[float]] = {name: [] for name in SETTINGS}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ from classifier.pipeline.export import ExportResult, ParityError, export_bundle,
 
 
 @pytest.fixture(scope="module")
-def tiny_keras_model() -> object:
-    from classifier.pipeline.train import build_model, make_deterministic
+def tiny_keras_model(tiny_recipe: Callable[..., Any]) -> object:
+    from classifier.pipeline.model import build_model
+    from classifier.pipeline.train import make_deterministic
 
     make_deterministic(0)
-    return build_model((32, 32), filters=(4, 8), dropout=0.0)
+    return build_model(tiny_recipe(), channels=1)
 
 
 METRICS = {"accuracy": 0.9, "balanced_accuracy": 0.9, "roc_auc": 0.95, "f1": 0.85}

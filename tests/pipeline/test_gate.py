@@ -3,6 +3,7 @@ The statistics and the rule itself: test_comparison.py."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ from tests.pipeline.test_comparison import pair, plain_card
 from classifier.model_card import ModelCard
 from classifier.pipeline import gate
 from classifier.pipeline.comparison import GateRule
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def card(accuracy: float, version: str = "abc") -> ModelCard:
@@ -42,6 +45,8 @@ def test_check_without_evidence_passes_within_the_allowed_drop() -> None:
 
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    # dvc.yaml says where the export stage writes the card the gate judges by default.
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
     monkeypatch.chdir(tmp_path)
     Path("params.yaml").write_text(
         "gate:\n  min_accuracy: 0.85\n  max_drop_vs_baseline: 0.0\n  confidence: 0.95\n",

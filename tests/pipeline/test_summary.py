@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from classifier.pipeline.summary import summary_lines
+from pathlib import Path
+
+from classifier.pipeline.stages import load_stages
+from classifier.pipeline.summary import artefacts, summary_lines
+
+ARTEFACTS = ["models/model.tflite", "plots/roc.png"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_summary_lines_report_metrics_per_type_and_artefacts() -> None:
@@ -24,7 +30,7 @@ def test_summary_lines_report_metrics_per_type_and_artefacts() -> None:
         "parameters": 1000,
     }
     export = {"tflite_bytes": 2048, "parity_max_abs_diff": 1e-7, "parity_tolerance": 1e-4}
-    text = "\n".join(summary_lines(metrics, train, export))
+    text = "\n".join(summary_lines(metrics, train, export, ARTEFACTS))
     assert "accuracy 0.7500" in text
     assert "ROC AUC" not in text
     assert "mono 1.0000 (2 images)" in text
@@ -32,12 +38,25 @@ def test_summary_lines_report_metrics_per_type_and_artefacts() -> None:
     assert "models/model.tflite" in text
     # After a refit the validation split was trained on: no validation accuracy to show.
     refit = {**train, "refit": True, "val_accuracy": None}
-    text = "\n".join(summary_lines(metrics, refit, export))
+    text = "\n".join(summary_lines(metrics, refit, export, ARTEFACTS))
     assert "(kept 2, 3), refit on train + val, 1.5 min" in text
     # Cross-fold members: member 2 fitted the validation split, so no ensemble score either.
     cross_fold = {**train, "cross_fold": True, "val_accuracy": None}
-    text = "\n".join(summary_lines(metrics, cross_fold, export))
+    text = "\n".join(summary_lines(metrics, cross_fold, export, ARTEFACTS))
     assert (
         "(kept 2, 3), cross-fold (member 1 early-stopped on val, the others on their own "
         "folds), 1.5 min" in text
     )
+
+
+def test_the_artefacts_are_the_exported_model_the_test_metrics_and_every_picture() -> None:
+    listed = artefacts(load_stages(REPO / "dvc.yaml"))
+    assert listed == [
+        "models/model.tflite",
+        "models/model_card.json",
+        "metrics/metrics.json",
+        "plots/training_history.png",
+        "plots/confusion_matrix.png",
+        "plots/roc.png",
+        "plots/errors.png",
+    ]

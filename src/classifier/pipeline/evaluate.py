@@ -1,12 +1,14 @@
 """Stage `evaluate`: the trained model on the held-out test split (the only stage that reads it,
 with `export`'s parity check).
 
-Writes `metrics/metrics.json` (headline: accuracy, balanced accuracy, ROC AUC, F1; confusion
-matrix; the same per cell type), DVC plot data `plots/roc.csv` and `plots/predictions.csv`, and
-the pictures `plots/confusion_matrix.png`, `plots/roc.png` and `plots/errors.png` (the test
-cells the model gets most wrong, as it sees them: what to look at before changing the recipe),
-and `metrics/test_outcomes.json`: right or wrong per test image, for the model card (the metric
-gate compares two models image by image with it).
+    python -m classifier.pipeline.evaluate MODEL PREPARED METRICS OUTCOMES PLOTS
+
+Writes METRICS (headline: accuracy, balanced accuracy, ROC AUC, F1; confusion matrix; the same
+per cell type) and, into PLOTS, DVC plot data `roc.csv` and `predictions.csv` and the pictures
+`confusion_matrix.png`, `roc.png` and `errors.png` (the test cells the model gets most wrong, as
+it sees them: what to look at before changing the recipe), and OUTCOMES: right or wrong per
+test image, for the model card (the metric gate compares two models image by image with it).
+The paths are the stage's command line in dvc.yaml.
 """
 
 from __future__ import annotations
@@ -36,10 +38,15 @@ from sklearn.metrics import (
 )
 
 from classifier.model_card import SplitOutcomes
-from classifier.pipeline.common import CLASS_NAMES, load_params, section, write_json
+from classifier.pipeline.common import (
+    CLASS_NAMES,
+    PARAMS_FILE,
+    load_params,
+    section,
+    write_json,
+)
 
-PLOTS_DIR = Path("plots")
-OUTCOMES_FILE = Path("metrics/test_outcomes.json")
+ERRORS_PNG = "errors.png"
 
 
 def _finite(value: float) -> float | None:
@@ -224,8 +231,12 @@ def write_error_gallery(
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("model", type=Path, help="the trained Keras model (.keras)")
+    parser.add_argument("prepared", type=Path, help="prepare's output: test.npz")
+    parser.add_argument("metrics", type=Path, help="the test metrics to write (.json)")
+    parser.add_argument("outcomes", type=Path, help="right/wrong per test image to write (.json)")
+    parser.add_argument("plots", type=Path, help="where to write the plot data and pictures")
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     args = parser.parse_args(argv)
     params = load_params(args.params)
     base, cfg = section(params, "base"), section(params, "evaluate")
@@ -235,30 +246,25 @@ def main(argv: list[str] | None = None) -> None:
     from classifier.pipeline.prepare import load_split
 
     started = time.monotonic()
-    model = keras.models.load_model(Path("models/model.keras"))
+    model = keras.models.load_model(args.model)
     test = load_split(args.prepared, "test")
     p = np.asarray(model.predict(test["x"], batch_size=64, verbose=0)).ravel()
     threshold = float(base["threshold"])
     metrics = evaluate_predictions(test["y"], p, test["type"], threshold)
-    write_json(Path("metrics/metrics.json"), metrics)
-    write_test_outcomes(OUTCOMES_FILE, test["path"], test["y"], p, threshold)
-    write_plots(test["y"], p, threshold, PLOTS_DIR, dpi=int(cfg["plot_dpi"]))
+    write_json(args.metrics, metrics)
+    write_test_outcomes(args.outcomes, test["path"], test["y"], p, threshold)
+    pictures = write_plots(test["y"], p, threshold, args.plots, dpi=int(cfg["plot_dpi"]))
+    gallery = args.plots / ERRORS_PNG
     write_error_gallery(
-        test["x"],
-        test["y"],
-        p,
-        test["type"],
-        threshold,
-        PLOTS_DIR / "errors.png",
-        dpi=int(cfg["plot_dpi"]),
+        test["x"], test["y"], p, test["type"], threshold, gallery, dpi=int(cfg["plot_dpi"])
     )
     per_type = ", ".join(f"{t} {m['accuracy']:.4f}" for t, m in metrics["per_cell_type"].items())
+    written = [args.metrics, args.outcomes, *(q for q in pictures if q.suffix == ".png"), gallery]
     print(
         f"evaluate: {metrics['images']} test images: accuracy {metrics['accuracy']:.4f}, "
         f"balanced {metrics['balanced_accuracy']}, ROC AUC {metrics['roc_auc']}, "
         f"F1 {metrics['f1']} "
-        f"({per_type}) in {time.monotonic() - started:.0f}s -> metrics/metrics.json, "
-        "plots/confusion_matrix.png, plots/roc.png, plots/errors.png"
+        f"({per_type}) in {time.monotonic() - started:.0f}s -> " + ", ".join(map(str, written))
     )
 
 

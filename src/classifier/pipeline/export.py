@@ -2,13 +2,16 @@
 
 The service runs the `.tflite` file with `ai_edge_litert` (no TensorFlow in the image), so this
 stage proves the conversion kept the model: it runs both on the test split and records the
-largest |P_litert - P_keras| in `metrics/export.json`; above `export.parity_tolerance` it fails.
+largest |P_litert - P_keras| in its metrics file; above `export.parity_tolerance` it fails.
 
 Keras 3's `TFLiteConverter.from_keras_model` is unreliable, so the route is
 `model.export(<dir>)` (SavedModel) -> `TFLiteConverter.from_saved_model`.
 
-Writes `models/model.tflite`, `models/model_card.json`, `metrics/export.json`. The card carries
-evaluate's `metrics/test_outcomes.json`, the per-image outcomes the metric gate pairs.
+    python -m classifier.pipeline.export MODEL PREPARED EVALUATION OUTCOMES TRAINING OUT METRICS
+
+Writes `model.tflite` and `model_card.json` into OUT and the parity check's result to METRICS.
+The card carries evaluate's OUTCOMES, the per-image outcomes the metric gate pairs. The paths
+are the stage's command line in dvc.yaml.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from classifier.model_card import (
 )
 from classifier.pipeline.common import (
     CLASS_NAMES,
+    PARAMS_FILE,
     PipelineError,
     input_channels,
     load_params,
@@ -47,7 +51,6 @@ from classifier.pipeline.common import (
     write_json,
 )
 
-MODELS_DIR = Path("models")
 TFLITE_NAME = "model.tflite"
 CARD_NAME = "model_card.json"
 CARD_PARAM_SECTIONS = ("base", "prepare", "train")
@@ -206,8 +209,14 @@ def read_test_outcomes(path: Path) -> SplitOutcomes:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("model", type=Path, help="the trained Keras model (.keras)")
+    parser.add_argument("prepared", type=Path, help="prepare's output: test.npz (parity check)")
+    parser.add_argument("evaluation", type=Path, help="evaluate's test metrics (.json)")
+    parser.add_argument("outcomes", type=Path, help="evaluate's per-image outcomes (.json)")
+    parser.add_argument("training", type=Path, help="train's summary (.json): the CPU it ran on")
+    parser.add_argument("out", type=Path, help=f"where to write {TFLITE_NAME} and {CARD_NAME}")
+    parser.add_argument("metrics", type=Path, help="the parity check's result to write (.json)")
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     args = parser.parse_args(argv)
     params = load_params(args.params)
     base, cfg = section(params, "base"), section(params, "export")
@@ -217,13 +226,13 @@ def main(argv: list[str] | None = None) -> None:
     from classifier.pipeline.prepare import load_split
 
     started = time.monotonic()
-    model = keras.models.load_model(MODELS_DIR / "model.keras")
+    model = keras.models.load_model(args.model)
     test = load_split(args.prepared, "test")
-    evaluation = read_json(Path("metrics/metrics.json"))
+    evaluation = read_json(args.evaluation)
     try:
         result = export_bundle(
             model,
-            MODELS_DIR,
+            args.out,
             name=str(cfg["model_name"]),
             metrics={k: float(evaluation[k]) for k in HEADLINE_METRICS},
             # What shaped the model (dvc.yaml declares these sections as export's params).
@@ -233,19 +242,19 @@ def main(argv: list[str] | None = None) -> None:
             parity_images=test["x"],
             parity_tolerance=float(cfg["parity_tolerance"]),
             channels=input_channels(base),
-            test_outcomes=read_test_outcomes(Path("metrics/test_outcomes.json")),
+            test_outcomes=read_test_outcomes(args.outcomes),
             extra={
                 "per_cell_type": evaluation.get("per_cell_type", {}),
                 "test_images": len(test["x"]),
                 # Same seeds, another CPU, other weights: where this model was trained.
-                "trained_on": read_json(Path("metrics/train.json")).get("trained_on", {}),
+                "trained_on": read_json(args.training).get("trained_on", {}),
             },
         )
     except PipelineError as exc:
         print(f"export: ERROR: {exc}", file=sys.stderr)
         raise SystemExit(1) from exc
     write_json(
-        Path("metrics/export.json"),
+        args.metrics,
         {
             "parity_max_abs_diff": result.max_abs_diff,
             "parity_tolerance": float(cfg["parity_tolerance"]),
@@ -256,7 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"export: parity max |diff| {result.max_abs_diff:.2e} on {len(test['x'])} test images, "
         f"{time.monotonic() - started:.0f}s -> {result.tflite_path}, {result.card_path}, "
-        "metrics/export.json"
+        f"{args.metrics}"
     )
 
 

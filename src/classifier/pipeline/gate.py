@@ -1,6 +1,7 @@
 """Metric gate: may this model ship? `python -m classifier.pipeline.gate`
 
-Fails (exit 1, one line per reason) when the candidate model card's test accuracy is
+Fails (exit 1, one line per reason) when the candidate model card (by default the export
+stage's) has a test accuracy
 - below `gate.min_accuracy` in params.yaml (the floor for any model), or
 - worse than the baseline's with confidence: the baseline is what production runs
   (`overlays/prod/model-card.json`, written by `gitops promote`); the two are compared paired,
@@ -18,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from classifier.model_card import ModelCard, ModelCardError
-from classifier.pipeline.common import PipelineError, load_params, section
+from classifier.pipeline.common import PARAMS_FILE, PipelineError, load_params, section
 from classifier.pipeline.comparison import Decision, GateRule, decide
+from classifier.pipeline.export import CARD_NAME
+from classifier.pipeline.stages import output
 
-DEFAULT_CANDIDATE = Path("models/model_card.json")
 DEFAULT_BASELINE = Path("overlays/prod/model-card.json")
 
 
@@ -48,7 +50,10 @@ def write_report(path: Path, decision: Decision) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--candidate", type=Path, default=DEFAULT_CANDIDATE, help="model card to judge"
+        "--candidate",
+        type=Path,
+        default=None,
+        help="model card to judge (default: the export stage's, as dvc.yaml names it)",
     )
     parser.add_argument(
         "--baseline",
@@ -56,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help=f"model card to beat (default: {DEFAULT_BASELINE} when it exists)",
     )
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     parser.add_argument("--report", type=Path, default=None, help="write the report as Markdown")
     args = parser.parse_args(argv)
     try:
         cfg = section(load_params(args.params), "gate")
-        candidate = ModelCard.load(args.candidate)
+        candidate = ModelCard.load(args.candidate or output("export", CARD_NAME))
         baseline_path = args.baseline
         if baseline_path is None:
             if DEFAULT_BASELINE.is_file():

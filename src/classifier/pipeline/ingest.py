@@ -19,6 +19,7 @@ import json
 import shutil
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -46,28 +47,33 @@ def package_data_dir() -> Path:
     return path
 
 
-def export_elpv(source: Path, dest: Path) -> int:
+def export_elpv(source: Path, dest: Path, per_group: int | None = None) -> int:
     """Copy the images and write `labels.csv` (path,probability,type) into `dest`.
 
     The package's labels file is whitespace-separated `images/cellNNNN.png  <p>  <type>`; the
     probability token is kept verbatim (after checking it parses) so the output is stable.
-    Returns the number of images.
+    `per_group`: only the first that many images of each (cell type, probability), for a small
+    dataset of the same kinds of cells. Returns the number of images.
     """
     lines = [ln.split() for ln in (source / "labels.csv").read_text(encoding="utf-8").splitlines()]
     rows = [ln for ln in lines if ln]
     (dest / "images").mkdir(parents=True, exist_ok=True)
     out = [",".join(LABEL_COLUMNS)]
+    taken: Counter[tuple[str, str]] = Counter()
     for number, row in enumerate(rows, start=1):
         if len(row) != 3:
             raise PipelineError(f"{source}/labels.csv:{number}: expected 3 fields, got {row}")
         rel, probability, cell_type = row
         float(probability)  # raises ValueError on a corrupt package
+        taken[cell_type, probability] += 1
+        if per_group is not None and taken[cell_type, probability] > per_group:
+            continue
         shutil.copyfile(source / rel, dest / rel)
         out.append(f"{rel},{probability},{cell_type}")
         if number % 500 == 0:
             print(f"ingest: copied {number}/{len(rows)} images", flush=True)
     (dest / LABELS_FILE).write_bytes(("\n".join(out) + "\n").encode("utf-8"))
-    return len(rows)
+    return len(out) - 1
 
 
 def file_md5(path: Path) -> str:

@@ -8,7 +8,9 @@ test split is seen only by `evaluate` and `export`.
 Every image goes through `classifier.imaging.preprocess` with `base.channels` (the planes the
 model reads; serving computes the same ones from the model card).
 
-Writes `data/prepared/{train,val,test}.npz` (x, y, p, type, path) and `data/prepared/splits.csv`:
+    python -m classifier.pipeline.prepare DATA_DIR OUT
+
+Writes `OUT/{train,val,test}.npz` (x, y, p, type, path) and `OUT/splits.csv`:
 `y` is the binary label every metric uses, `p` the graded defect probability (ELPV's experts
 voted 0, 1/3, 2/3 or 1) that training can use as a soft target.
 """
@@ -29,6 +31,7 @@ from sklearn.model_selection import train_test_split
 
 from classifier.imaging import GRAY_ONLY, preprocess
 from classifier.pipeline.common import (
+    PARAMS_FILE,
     PipelineError,
     Sample,
     input_channels,
@@ -40,7 +43,6 @@ from classifier.pipeline.common import (
 )
 
 SPLITS = ("train", "val", "test")
-OUT_DIR = Path("data/prepared")
 
 
 def binary_label(probability: float, threshold: float) -> int:
@@ -176,14 +178,15 @@ def load_split(prepared_dir: Path, name: str) -> dict[str, npt.NDArray[Any]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
-    parser.add_argument("--out", type=Path, default=OUT_DIR)
+    parser.add_argument("data_dir", type=Path, help="the dataset: labels.csv and its images")
+    parser.add_argument("out", type=Path, help="where to write the prepared splits")
+    parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     args = parser.parse_args(argv)
     params = load_params(args.params)
     base, cfg = section(params, "base"), section(params, "prepare")
     started = time.monotonic()
     prepare(
-        Path(base["data_dir"]),
+        args.data_dir,
         args.out,
         image_size=int(base["image_size"]),
         threshold=float(base["threshold"]),

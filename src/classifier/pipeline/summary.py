@@ -1,27 +1,23 @@
 """Print what the pipeline produced: headline test metrics, per cell type, training time,
-export parity and where the artefacts are. `python -m classifier.pipeline.summary`"""
+export parity and where the artefacts are. `python -m classifier.pipeline.summary`
+
+The files are the stages' outputs as dvc.yaml names them (`classifier.pipeline.stages`)."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from classifier.pipeline.common import PipelineError, read_json
-
-ARTEFACTS = (
-    "models/model.tflite",
-    "models/model_card.json",
-    "metrics/metrics.json",
-    "plots/confusion_matrix.png",
-    "plots/roc.png",
-    "plots/errors.png",
-    "plots/training_history.png",
-)
+from classifier.pipeline.stages import Stage, load_stages, output
 
 
 def summary_lines(
-    metrics: dict[str, Any], train: dict[str, Any], export: dict[str, Any]
+    metrics: dict[str, Any],
+    train: dict[str, Any],
+    export: dict[str, Any],
+    artefacts: Sequence[str],
 ) -> list[str]:
     headline = ", ".join(
         f"{name} {metrics[key]:.4f}"
@@ -54,16 +50,25 @@ def summary_lines(
         + f"{train['train_seconds'] / 60:.1f} min, {train['parameters']:,} parameters",
         f"export: {export['tflite_bytes'] / 1024:.0f} KiB .tflite, LiteRT vs Keras max |diff| "
         f"{export['parity_max_abs_diff']:.2e} (tolerance {export['parity_tolerance']:g})",
-        "artefacts: " + ", ".join(ARTEFACTS),
+        "artefacts: " + ", ".join(artefacts),
     ]
+
+
+def artefacts(stages: dict[str, Stage]) -> list[str]:
+    """What to look at after a run: the exported model and card, the test metrics and every
+    picture the stages draw."""
+    pictures = [p for stage in stages.values() for p in stage.plots if p.endswith(".png")]
+    return [*stages["export"].outs, *stages["evaluate"].metrics, *pictures]
 
 
 def main() -> None:
     try:
+        stages = load_stages()
         lines = summary_lines(
-            read_json(Path("metrics/metrics.json")),
-            read_json(Path("metrics/train.json")),
-            read_json(Path("metrics/export.json")),
+            read_json(output("evaluate", "metrics.json")),
+            read_json(output("train", "train.json")),
+            read_json(output("export", "export.json")),
+            artefacts(stages),
         )
     except PipelineError as exc:
         print(f"summary: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import bench.thread_settings as thread_settings  # the repo root is not on the import path
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("argv", [["--epochs", "1"], ["--rounds", "0"]])
@@ -20,8 +23,11 @@ def test_too_few_epochs_or_rounds_is_refused_with_the_bounds(argv: list[str]) ->
 def test_without_prepared_data_it_says_which_command_makes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")  # where the prepared data would be
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit, match="run `make pipeline` first"):
+    with pytest.raises(
+        SystemExit, match=r"prepared/train\.npz not found: run `make pipeline` first"
+    ):
         thread_settings.main([])
 
 

@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import bench.recipe_trial as recipe_trial  # the repo root is not on the import path
-from bench.recipe_trial import apply_override
+from bench.trials import apply_override
 
 
 def params() -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import bench.model_quality as model_quality  # the repo root is not on the import path
+
+from classifier.pipeline.recipe import Recipe
 
 
 def fake_result(seed: int, params: dict[str, Any], _workdir: Path) -> dict[str, Any]:
@@ -95,36 +99,40 @@ def test_bad_arguments_are_refused_before_any_training(
 
 
 @pytest.mark.parametrize(
-    ("knobs", "note"),
+    ("describe", "knobs", "words"),
     [
-        ({}, ""),
-        ({"refit": True}, ", refit on train + val (last epoch kept)"),
-        ({"cross_fold": True}, ", cross-fold (member i > 1 early-stops on its own fold of train)"),
+        ("fitting_note", {}, ""),
+        ("fitting_note", {"refit": True}, ", refit on train + val (last epoch kept)"),
+        (
+            "fitting_note",
+            {"cross_fold": True, "ensemble": 2},
+            ", cross-fold (member i > 1 early-stops on its own fold of train)",
+        ),
+        ("targets", {}, "soft targets"),
+        ("targets", {"soft_targets": False}, "binary targets"),
+        ("targets", {"ordinal": True}, "ordinal head (one cut per expert level)"),
     ],
 )
-def test_the_section_says_what_the_members_fit(knobs: dict[str, bool], note: str) -> None:
-    assert model_quality.fitting_note({"refit": False, "cross_fold": False, **knobs}) == note
+def test_the_section_says_what_the_members_fit_and_to_what(
+    describe: str, knobs: dict[str, Any], words: str, tiny_recipe: Callable[..., Recipe]
+) -> None:
+    assert getattr(model_quality, describe)(tiny_recipe(**knobs)) == words
 
 
-def test_the_section_names_every_augmentation_that_is_on() -> None:
-    aug = {"flip": True, "rot90": False, "brightness": 0.1, "shift": 0.0, "mixup": 0.2}
-    assert model_quality.augmentation({"augment": aug}) == "flips, brightness 0.1, mixup 0.2"
-    assert model_quality.augmentation({"augment": {"flip": False}}) == "none"
+def test_the_section_names_every_augmentation_that_is_on(
+    tiny_recipe: Callable[..., Recipe],
+) -> None:
+    recipe = tiny_recipe()
+    aug = dataclasses.replace(recipe.augment, flip=True, rot90=False, brightness=0.1, mixup=0.2)
+    on = dataclasses.replace(recipe, augment=aug)
+    assert model_quality.augmentation(on) == "flips, brightness 0.1, mixup 0.2"
+    off = dataclasses.replace(aug, flip=False, brightness=0.0, mixup=0.0)
+    assert model_quality.augmentation(dataclasses.replace(recipe, augment=off)) == "none"
 
 
-@pytest.mark.parametrize(
-    ("knobs", "words"),
-    [
-        ({}, "soft targets"),
-        ({"soft_targets": False}, "binary targets"),
-        ({"ordinal": True}, "ordinal head (one cut per expert level)"),
-    ],
-)
-def test_the_section_says_what_the_members_fit_to(knobs: dict[str, bool], words: str) -> None:
-    assert model_quality.targets(knobs) == words
-
-
-def test_the_section_names_sharpness_aware_steps_when_on() -> None:
-    assert model_quality.sam_note({"sam_rho": 0.05}) == " with sharpness-aware steps (rho 0.05)"
-    assert model_quality.sam_note({"sam_rho": 0.0}) == ""
-    assert model_quality.sam_note({}) == ""
+def test_the_section_names_sharpness_aware_steps_when_on(
+    tiny_recipe: Callable[..., Recipe],
+) -> None:
+    on = " with sharpness-aware steps (rho 0.05)"
+    assert model_quality.sam_note(tiny_recipe(sam_rho=0.05)) == on
+    assert model_quality.sam_note(tiny_recipe(sam_rho=0.0)) == ""
