@@ -90,7 +90,9 @@ def test_root_application_cannot_change_any_project(
                     "metadata": {"name": "x", "namespace": "argocd"}}  # fmt: skip
     assert not _permits(bootstrap, project_kind), "the root's project may manage AppProjects"
     assert bootstrap["spec"]["clusterResourceWhitelist"] == []
-    synced = manifests.parse(manifests.render(tools.kustomize, ROOT / root["spec"]["source"]["path"]))
+    synced = manifests.parse(
+        manifests.render(tools.kustomize, ROOT / root["spec"]["source"]["path"])
+    )
     assert {r["kind"] for r in synced} == {"Application"}
     assert all(_permits(bootstrap, r) for r in synced)
     # ... and every project lives only in the administrator's bootstrap (argocd/ itself)
@@ -105,7 +107,8 @@ def test_every_application_names_a_bounded_project(argocd_rendered: list[dict[st
         assert app["spec"]["project"] in projects, f"{name}: project not defined in argocd/"
         assert app["spec"]["project"] != "default", f"{name} uses the default project"
     default = projects["default"]["spec"]
-    assert default["sourceRepos"] == [] and default["destinations"] == []
+    assert default["sourceRepos"] == []
+    assert default["destinations"] == []
     assert default["clusterResourceWhitelist"] == []
     assert default["namespaceResourceBlacklist"] == [{"group": "*", "kind": "*"}]
     for project in projects.values():
@@ -120,8 +123,8 @@ def test_namespace_survives_pruning_and_application_deletion(rendered: Rendered,
     namespaces = [r for r in rendered[env] if r["kind"] == "Namespace"]
     assert namespaces, f"overlays/{env} renders no Namespace"
     for namespace in namespaces:
-        options = namespace["metadata"].get("annotations", {}).get(
-            "argocd.argoproj.io/sync-options", ""
+        options = (
+            namespace["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-options", "")
         )
         assert {o.strip() for o in options.split(",")} >= {"Prune=false", "Delete=false"}
 

@@ -48,7 +48,8 @@ def test_base_pin_checker_rejects_a_tag_or_an_arg_default() -> None:
     assert not DIGEST.search(base)
     in_arg = "ARG BASE_IMAGE=python:3.11-slim@sha256:" + "a" * 64 + "\nFROM ${BASE_IMAGE}\n"
     base, literal = dockerfile_default_base(in_arg)
-    assert DIGEST.search(base) and not literal
+    assert DIGEST.search(base)
+    assert not literal
 
 
 def test_dependabot_updates_the_dockerfile_base_within_python_3_11() -> None:
