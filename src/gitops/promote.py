@@ -36,6 +36,7 @@ from gitops.publish import (
     sync_with_remote,
     write_branch,
 )
+from gitops.registry import verify_deployable
 
 CHANGELOG_LIMIT = 100
 
@@ -104,6 +105,12 @@ def promote(git: Git, root: Path, req: PromoteRequest) -> Proposal | None:
                 "re-deploy it with `gitops bump --source-revision SHA`",
             )
         check_not_older(git, target, current_entry, candidate_rev, req.force)
+        verify_deployable(
+            root,
+            candidate_entry.new_name or req.image_name,
+            candidate_entry.new_tag,
+            candidate_entry.digest,
+        )
     current_rev = deployed_source_revision(git, target, current_entry)
     state = DeployState.of(
         candidate_entry.new_name or req.image_name,
