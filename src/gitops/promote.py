@@ -180,6 +180,10 @@ def render_body(
     lines = [
         f"## Promote `{src}` → `{dst}`",
         "",
+        f"**Digest:** `{state.digest}`. Approving this PR approves this digest only: a new "
+        f"`{src}` deploy re-pushes the branch, which dismisses approvals, and the required "
+        f"`promotion check` turns green only while `{src}` runs this digest, Synced and Healthy.",
+        "",
         f"| | {dst} (now) | {src} (candidate) |",
         "|---|---|---|",
         f"| image | `{(current.new_name or current.name)}:{current.new_tag or '-'}` "
