@@ -8,8 +8,14 @@
 # Python packages come from a host-side wheelhouse (`make wheelhouse`: uv.lock -> hashed
 # requirements -> `pip download`), never from the network inside the build: builds are
 # reproducible, hash-checked, and need no CA inside the container.
-# checkov:skip=CKV_DOCKER_7: the base is a build argument with an explicit version: python:3.11-slim (CPython minor pinned, Debian point releases follow for security fixes) on GitHub, and a content-named local base (elpv-base:bookworm-py311-<recipe hash>) here; checkov cannot see through ARG.
-ARG BASE_IMAGE=python:3.11-slim
+# checkov:skip=CKV_DOCKER_7: the base is a build argument: the digest-pinned python:3.11-slim stage below on GitHub, and a content-named local base (elpv-base:bookworm-py311-<recipe hash>) here; checkov cannot see through ARG.
+#
+# The GitHub base is pinned by digest (the python:3.11-slim multi-arch index), in a FROM line of
+# its own, because Dependabot's docker ecosystem reads FROM lines and not ARG defaults: its
+# weekly PR moves the digest (docs/delivery.md, "Pins"). BuildKit never pulls this stage
+# when BASE_IMAGE names another base, as `make image` does here.
+ARG BASE_IMAGE=python-base
+FROM python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7 AS python-base
 
 # ---------------------------------------------------------------------------------------------
 FROM ${BASE_IMAGE} AS build

@@ -5,7 +5,8 @@
 #
 # IMAGE_REF  e.g. 127.0.0.1:5000/elpv-classifier:<git sha>
 # MODEL_DIR  folder with model.tflite + model_card.json inside the repo (default: models)
-# BASE_IMAGE default python:3.11-slim (GitHub); `make image` passes the local debootstrap base
+# BASE_IMAGE default python-base (the Dockerfile's digest-pinned python:3.11-slim stage, as on GitHub);
+#            `make image` passes the local debootstrap base
 # Needs build/image/{requirements.txt,wheels/} (`make wheelhouse`). DOCKER_BUILD_FLAGS adds flags
 # (e.g. --no-cache, as docs/image.md's reproducibility check does).
 set -euo pipefail
@@ -14,7 +15,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 image="${1:?usage: build.sh IMAGE_REF [MODEL_DIR] [BASE_IMAGE]}"
 model_dir="${2:-models}"
-base="${3:-python:3.11-slim}"
+base="${3:-python-base}"
 DOCKER="${DOCKER:-$(command -v /usr/bin/docker || command -v docker)}"
 
 for f in model.tflite model_card.json; do

@@ -15,6 +15,9 @@ KUBERNETES_VALIDATE_SHA256  := 85136d018a27b50ec7fc049d902bfa5193f5976807e6c0f40
 -include sandbox/tools/versions.sh
 ARGOCD_CRDS_VERSION := $(or $(ARGOCD_VERSION),v3.5.3)
 KUBE_SCORE_VERSION := v1.20.0
+# Kyverno's CRDs (its ImageValidatingPolicy in cluster/) from the kyverno module on the Go module
+# proxy, converted like the Argo CD ones into the same CRD schema folder.
+KYVERNO_VERSION := v1.19.1
 
 SCHEMAS        := $(TOOLS)/schemas
 K8S_SCHEMAS    := $(SCHEMAS)/kubernetes
@@ -22,6 +25,7 @@ ARGOCD_SCHEMAS := $(SCHEMAS)/argo-cd
 # Stamps carry the versions: changing a pin regenerates the schemas.
 K8S_SCHEMAS_STAMP    := $(K8S_SCHEMAS)/.kubernetes-validate-$(KUBERNETES_VALIDATE_VERSION)-$(subst $(eval) ,_,$(K8S_VERSIONS))
 ARGOCD_SCHEMAS_STAMP := $(ARGOCD_SCHEMAS)/.argo-cd-$(ARGOCD_CRDS_VERSION)
+KYVERNO_SCHEMAS_STAMP := $(ARGOCD_SCHEMAS)/.kyverno-$(KYVERNO_VERSION)
 # mk/tools.mk is included after this file, so its variables ($(KUSTOMIZE), $(TOOLS_BIN) ...)
 # are empty while this file is read: they are only used in recipes, never in rule lines.
 KUBE_SCORE := $(TOOLS)/bin/kube-score-$(KUBE_SCORE_VERSION)
@@ -56,13 +60,27 @@ $(ARGOCD_SCHEMAS_STAMP): tools/manifest_schemas.py | $(VENV)/.synced
 	  --crds $$argocd_dir/manifests/crds --converter $$kubeconform_dir/scripts/openapi2jsonschema.py
 	@touch $@
 
+# Into the Argo CD folder (one CRD schema tree, one kubeconform location), after it: regenerating
+# the Argo CD schemas empties the folder, which makes this stamp older and reruns it.
+$(KYVERNO_SCHEMAS_STAMP): $(ARGOCD_SCHEMAS_STAMP) tools/manifest_schemas.py | $(VENV)/.synced
+	@echo ">> fetching the Kyverno $(KYVERNO_VERSION) CRDs (Go module proxy)"
+	rm -rf $(ARGOCD_SCHEMAS)/policies.kyverno.io
+	kyverno_dir=$$(cd $(TOOLS) && $(GO) mod download -json github.com/kyverno/kyverno@$(KYVERNO_VERSION) \
+	  | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'); \
+	kubeconform_dir=$$(cd $(TOOLS) && $(GO) mod download -json github.com/yannh/kubeconform@$(KUBECONFORM_VERSION) \
+	  | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["Dir"])'); \
+	$(BIN)/python tools/manifest_schemas.py argocd --out $(ARGOCD_SCHEMAS) \
+	  --crds $$kyverno_dir/config/crds/policies.kyverno.io --pattern '*_imagevalidatingpolicies.yaml' \
+	  --converter $$kubeconform_dir/scripts/openapi2jsonschema.py
+	@touch $@
+
 .PHONY: manifest-tools manifest-schemas validate
-manifest-schemas: $(K8S_SCHEMAS_STAMP) $(ARGOCD_SCHEMAS_STAMP) ## generate the offline Kubernetes + Argo CD JSON schemas into .tools/schemas
+manifest-schemas: $(K8S_SCHEMAS_STAMP) $(ARGOCD_SCHEMAS_STAMP) $(KYVERNO_SCHEMAS_STAMP) ## generate the offline Kubernetes + Argo CD + Kyverno JSON schemas into .tools/schemas
 
 manifest-tools: ## build everything `make validate` needs (pinned CLIs + schemas; cached)
 	@$(MAKE) -s $(KUSTOMIZE) $(KUBECONFORM) $(CHECKOV) $(KUBE_SCORE) manifest-schemas
 
-validate: setup manifest-tools ## render every overlay and argocd/, validate offline (k8s 1.33-1.36), scan, check policies
+validate: setup manifest-tools ## render every overlay, argocd/ and cluster/, validate offline (k8s 1.33-1.36), scan, check policies
 	$(BIN)/python -m gitops.manifests validate $(addprefix --kubernetes-version ,$(K8S_VERSIONS))
 
 # The manifest tests (tests/manifests) run the same tools: build them before the default suite.

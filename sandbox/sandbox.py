@@ -366,7 +366,7 @@ def seed_origin(origin_url: str) -> Path:
     argocd_dir = clone / "argocd"
     run(
         [kustomize, "edit", "set", "configmap", "gitops-repo", f"--from-literal=url={origin_url}"],
-        cwd=argocd_dir,
+        cwd=argocd_dir / "apps",
     )
     if "prod-sync-window.yaml" in (argocd_dir / "kustomization.yaml").read_text():
         run(

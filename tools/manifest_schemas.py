@@ -13,10 +13,13 @@ Two sources, both fetched through package registries (no GitHub, no schema hosti
 * Argo CD: the CRDs inside the `github.com/argoproj/argo-cd/v3` module (Go module proxy) are
   converted with `openapi2jsonschema.py` from the kubeconform module of the pinned version,
   with additional properties denied everywhere (strict, like `-strict` for core kinds).
+  The same conversion (`--pattern`) turns other CRDs from Go modules into schemas, e.g. Kyverno's
+  ImageValidatingPolicy (`github.com/kyverno/kyverno`, config/crds/policies.kyverno.io).
 
 Usage (what mk/manifests.mk runs):
     python tools/manifest_schemas.py kubernetes --wheel W.whl --out DIR --version 1.36.0 ...
     python tools/manifest_schemas.py argocd --crds DIR --converter openapi2jsonschema.py --out DIR
+        [--pattern GLOB]
 """
 
 from __future__ import annotations
@@ -86,11 +89,12 @@ def kubernetes_schemas(wheel: Path, out: Path, versions: list[str]) -> int:
     return written
 
 
-def argocd_schemas(crds: Path, converter: Path, out: Path) -> int:
-    """Convert every CRD under `crds` into `out/<group>/<kind>_<version>.json` (strict)."""
-    crd_files = sorted(p for p in crds.glob("*-crd.yaml"))
+def argocd_schemas(crds: Path, converter: Path, out: Path, pattern: str = "*-crd.yaml") -> int:
+    """Convert every CRD under `crds` matching `pattern` into `out/<group>/<kind>_<version>.json`
+    (strict)."""
+    crd_files = sorted(p for p in crds.glob(pattern))
     if not crd_files:
-        sys.exit(f"error: no *-crd.yaml files in {crds}; is it the module's manifests/crds?")
+        sys.exit(f"error: no {pattern} files in {crds}; is it the module's CRD folder?")
     with tempfile.TemporaryDirectory() as scratch:
         env = {
             **os.environ,
@@ -110,7 +114,7 @@ def argocd_schemas(crds: Path, converter: Path, out: Path) -> int:
             (out / group).mkdir(parents=True, exist_ok=True)
             shutil.move(produced, out / group / file_name)
             written += 1
-    print(f">> Argo CD: {written} CRD schemas in {out}")
+    print(f">> {written} CRD schemas from {crds} in {out}")
     return written
 
 
@@ -125,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     argo.add_argument("--crds", type=Path, required=True)
     argo.add_argument("--converter", type=Path, required=True)
     argo.add_argument("--out", type=Path, required=True)
+    argo.add_argument("--pattern", default="*-crd.yaml", help="CRD file names (glob)")
     args = parser.parse_args(argv)
     if args.source == "kubernetes":
         kubernetes_schemas(args.wheel, args.out, args.version)
     else:
-        argocd_schemas(args.crds, args.converter, args.out)
+        argocd_schemas(args.crds, args.converter, args.out, args.pattern)
     return 0
 
 

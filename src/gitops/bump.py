@@ -39,6 +39,7 @@ from gitops.publish import (
     say,
     sync_with_remote,
 )
+from gitops.registry import verify_deployable
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ def bump(git: Git, root: Path, req: BumpRequest) -> str | None:
     overlay = Overlay.open(root, req.env)
     overlay.image_entry(req.image_name)  # fail early when the overlay has no image line
     card = load_card(req.model_card)
+    verify_deployable(root, build.image, build.tag, build.digest)  # allowed, and in the registry
     kustomize = find_kustomize(root)
     git.require_clean()
     source = resolve_source_revision(git, req.source_revision, build.tag)

@@ -14,8 +14,8 @@ For every overlay it renders with the pinned kustomize, then runs, and reports e
 * scanners: checkov (kubernetes framework) and kube-score, with every skipped check listed in
   CHECKOV_SKIPS / KUBE_SCORE_SKIPS together with its reason.
 
-`argocd/` is validated against the Argo CD CRD schemas, and staging and prod may differ only at
-the paths in ENVIRONMENT_DIFF_ALLOWED.
+`argocd/` is validated against the Argo CD CRD schemas, `cluster/` (the admission policy)
+against Kyverno's, and staging and prod may differ only at the paths in ENVIRONMENT_DIFF_ALLOWED.
 
 The delivery CLI can reuse `render()` (kustomize build of one directory) and `Toolchain`.
 """
@@ -157,6 +157,8 @@ class Toolchain:
                 problems.append(f"Kubernetes {version} schemas not found in {folder}")
         if not (self.argocd_schemas / "argoproj.io").is_dir():
             problems.append(f"Argo CD CRD schemas not found in {self.argocd_schemas}")
+        if not (self.argocd_schemas / "policies.kyverno.io").is_dir():
+            problems.append(f"Kyverno CRD schemas not found in {self.argocd_schemas}")
         return problems
 
 
@@ -613,6 +615,7 @@ def validate(
     versions: Sequence[str],
     out: Path,
     scanners: bool = True,
+    cluster: Path | None = None,
 ) -> Report:
     """Render and check everything; collect every finding instead of stopping at the first."""
     report = Report()
@@ -655,18 +658,22 @@ def validate(
             f"{', '.join(CHECKOV_SKIPS)}; kube-score {', '.join(KUBE_SCORE_SKIPS)}"
         )
 
-    if argocd is not None:
-        source = _display(argocd)
-        print(f">> {source}: kustomize build, kubeconform against the Argo CD CRDs", flush=True)
+    # Kustomizations of custom resources: schema-checked against their CRDs (no pods to scan).
+    crd_sources = [(argocd, "argocd.yaml", "Argo CD"), (cluster, "cluster.yaml", "Kyverno")]
+    for directory, file_name, crds in crd_sources:
+        if directory is None:
+            continue
+        source = _display(directory)
+        print(f">> {source}: kustomize build, kubeconform against the {crds} CRDs", flush=True)
         try:
-            text = render(tools.kustomize, argocd)
-            target = out / "argocd.yaml"
+            text = render(tools.kustomize, directory)
+            target = out / file_name
             target.write_text(text)
             found = check_schemas(tools, {target: source}, versions[-1:])
             report.findings += found
             if not found:
                 report.checked.append(
-                    f"{source}: {len(parse(text))} objects valid against the Argo CD CRDs"
+                    f"{source}: {len(parse(text))} objects valid against the {crds} CRDs"
                 )
         except ManifestError as error:
             report.findings.append(Finding(source, "kustomize", "-", str(error)))
@@ -704,6 +711,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = sub.add_parser("validate", help="render + schemas + policies + scanners")
     run.add_argument("--overlay", type=Path, action="append", help="kustomization dir (repeatable)")
     run.add_argument("--argocd", type=Path, help="the Argo CD kustomization (default: argocd/)")
+    run.add_argument(
+        "--cluster", type=Path, help="the admission policy kustomization (default: cluster/)"
+    )
     run.add_argument("--compare", type=Path, nargs=2, metavar=("STAGING", "PROD"))
     run.add_argument(
         "--kubernetes-version",
@@ -723,14 +733,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{', '.join(SUPPORTED_KUBERNETES_VERSIONS)} (schemas exist only for those)"
             )
     compare: tuple[Path, Path] | None = None
-    if args.overlay or args.argocd or args.compare:
-        overlays, argocd = list(args.overlay or []), args.argocd
+    if args.overlay or args.argocd or args.compare or args.cluster:
+        overlays, argocd, cluster = list(args.overlay or []), args.argocd, args.cluster
         if args.compare:
             compare = (args.compare[0], args.compare[1])
     else:  # the whole repository
         overlays = [ROOT / "overlays" / env for env in ENVIRONMENTS]
-        argocd, compare = ROOT / "argocd", (overlays[0], overlays[1])
-    for path in [*overlays, *([argocd] if argocd else []), *(compare or ())]:
+        argocd, cluster = ROOT / "argocd", ROOT / "cluster"
+        compare = (overlays[0], overlays[1])
+    extra = [p for p in (argocd, cluster) if p is not None]
+    for path in [*overlays, *extra, *(compare or ())]:
         if not (path / "kustomization.yaml").is_file():
             parser.error(f"{path} has no kustomization.yaml; pass a kustomization directory")
 
@@ -754,6 +766,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             versions=versions,
             out=args.out,
             scanners=not args.no_scanners,
+            cluster=cluster,
         )
     except ManifestError as error:
         print(f"error: {error}", file=sys.stderr)

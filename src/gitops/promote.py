@@ -37,6 +37,7 @@ from gitops.publish import (
     sync_with_remote,
     write_branch,
 )
+from gitops.registry import verify_deployable
 
 CHANGELOG_LIMIT = 100
 
@@ -105,6 +106,12 @@ def promote(git: Git, root: Path, req: PromoteRequest) -> Proposal | None:
                 "re-deploy it with `gitops bump --source-revision SHA`",
             )
         check_not_older(git, target, current_entry, candidate_rev, req.force)
+        verify_deployable(
+            root,
+            candidate_entry.new_name or req.image_name,
+            candidate_entry.new_tag,
+            candidate_entry.digest,
+        )
     current_rev = deployed_source_revision(git, target, current_entry)
     state = DeployState.of(
         candidate_entry.new_name or req.image_name,
@@ -173,6 +180,10 @@ def render_body(
     src, dst = req.source_env, req.target_env
     lines = [
         f"## Promote `{src}` → `{dst}`",
+        "",
+        f"**Digest:** `{state.digest}`. Approving this PR approves this digest only: a new "
+        f"`{src}` deploy re-pushes the branch, which dismisses approvals, and the required "
+        f"`promotion check` turns green only while `{src}` runs this digest, Synced and Healthy.",
         "",
         f"| | {dst} (now) | {src} (candidate) |",
         "|---|---|---|",

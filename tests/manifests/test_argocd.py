@@ -59,12 +59,74 @@ def test_application_syncs_its_overlay_automatically(
     assert "resources-finalizer.argocd.argoproj.io" in app["metadata"]["finalizers"]
 
 
-def test_root_application_renders_argocd_itself(argocd_rendered: list[dict[str, Any]]) -> None:
+def test_root_application_renders_argocd_apps(argocd_rendered: list[dict[str, Any]]) -> None:
     root = by_name(argocd_rendered, "Application")["elpv-gitops-root"]
-    assert root["spec"]["source"]["path"] == "argocd"
+    assert root["spec"]["source"]["path"] == "argocd/apps"
     assert root["spec"]["project"] == "elpv-bootstrap"
     # deleting the bootstrap must not cascade into the environments
     assert "finalizers" not in root["metadata"]
+
+
+def _permits(project: dict[str, Any], resource: dict[str, Any]) -> bool:
+    """Whether an AppProject's whitelists admit `resource` (group and kind; `*` matches all)."""
+    group = resource["apiVersion"].rpartition("/")[0]
+    namespaced = resource["kind"] != "Namespace" and "namespace" in resource["metadata"]
+    spec = project["spec"]
+    entries = spec.get("namespaceResourceWhitelist" if namespaced else "clusterResourceWhitelist")
+    return any(
+        e["group"] in {group, "*"} and e["kind"] in {resource["kind"], "*"} for e in entries or []
+    )
+
+
+def test_root_application_cannot_change_any_project(
+    tools: manifests.Toolchain, argocd_rendered: list[dict[str, Any]]
+) -> None:
+    """What the root app syncs from git holds only Applications, and its project forbids
+    AppProjects: a commit to argocd/ cannot widen a project (or the root's own) by itself."""
+    projects = by_name(argocd_rendered, "AppProject")
+    root = by_name(argocd_rendered, "Application")["elpv-gitops-root"]
+    bootstrap = projects[root["spec"]["project"]]
+    project_kind = {"apiVersion": "argoproj.io/v1alpha1", "kind": "AppProject",
+                    "metadata": {"name": "x", "namespace": "argocd"}}  # fmt: skip
+    assert not _permits(bootstrap, project_kind), "the root's project may manage AppProjects"
+    assert bootstrap["spec"]["clusterResourceWhitelist"] == []
+    synced = manifests.parse(
+        manifests.render(tools.kustomize, ROOT / root["spec"]["source"]["path"])
+    )
+    assert {r["kind"] for r in synced} == {"Application"}
+    assert all(_permits(bootstrap, r) for r in synced)
+    # ... and every project lives only in the administrator's bootstrap (argocd/ itself)
+    assert not [r for r in synced if r["kind"] == "AppProject"]
+
+
+def test_every_application_names_a_bounded_project(argocd_rendered: list[dict[str, Any]]) -> None:
+    """An Application may name any project; `default` (which allows everything unless
+    restricted) is disabled, so naming it cannot escape the projects' bounds."""
+    projects = by_name(argocd_rendered, "AppProject")
+    for name, app in by_name(argocd_rendered, "Application").items():
+        assert app["spec"]["project"] in projects, f"{name}: project not defined in argocd/"
+        assert app["spec"]["project"] != "default", f"{name} uses the default project"
+    default = projects["default"]["spec"]
+    assert default["sourceRepos"] == []
+    assert default["destinations"] == []
+    assert default["clusterResourceWhitelist"] == []
+    assert default["namespaceResourceBlacklist"] == [{"group": "*", "kind": "*"}]
+    for project in projects.values():
+        assert "*" not in project["spec"]["sourceRepos"]
+        assert all(d["namespace"] != "*" for d in project["spec"]["destinations"])
+
+
+@pytest.mark.parametrize("env", manifests.ENVIRONMENTS)
+def test_namespace_survives_pruning_and_application_deletion(rendered: Rendered, env: str) -> None:
+    """Deleting an Application (resources finalizer) or dropping the Namespace from git never
+    deletes the Namespace, and with it the Secrets no Application manages."""
+    namespaces = [r for r in rendered[env] if r["kind"] == "Namespace"]
+    assert namespaces, f"overlays/{env} renders no Namespace"
+    for namespace in namespaces:
+        options = (
+            namespace["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-options", "")
+        )
+        assert {o.strip() for o in options.split(",")} >= {"Prune=false", "Delete=false"}
 
 
 def test_prod_has_a_sync_window_and_staging_none(argocd_rendered: list[dict[str, Any]]) -> None:
@@ -84,14 +146,14 @@ def test_repo_url_is_overridden_in_one_place(tools: manifests.Toolchain, tmp_pat
     subprocess.run(
         [str(tools.kustomize), "edit", "set", "configmap", "gitops-repo",
          f"--from-literal=url={LOCAL_REPO}"],
-        cwd=argocd,
+        cwd=argocd / "apps",
         check=True,
     )  # fmt: skip
     text = manifests.render(tools.kustomize, argocd)
     resources = manifests.parse(text)
     assert "github.com" not in text
-    for project in by_name(resources, "AppProject").values():
-        assert project["spec"]["sourceRepos"] == [LOCAL_REPO]
+    for name, project in by_name(resources, "AppProject").items():
+        assert project["spec"]["sourceRepos"] == ([] if name == "default" else [LOCAL_REPO])
     for app in by_name(resources, "Application").values():
         assert app["spec"]["source"]["repoURL"] == LOCAL_REPO
         assert app["spec"]["source"]["targetRevision"] == "main"

@@ -29,9 +29,15 @@ EXPECTED = {
     "no-topology-spread": ("[policy:topology-spread]", "no topologySpreadConstraints"),
     "identical-probes": ("[kube-score:critical]", "same readiness and liveness probe"),
     "argocd-typo": ("[schemas[1.36.0]]", "additional properties 'selfheal' not allowed"),
+    "cluster-policy-typo": (
+        "[schemas[1.36.0]]",
+        "additional properties 'subjectRegex' not allowed",
+    ),
     "prod-drift": ("[environment-diff]", "spec.strategy.rollingUpdate.maxSurge differs (1 vs 3)"),
 }
-OVERLAY_FIXTURES = [name for name in EXPECTED if name not in {"argocd-typo", "prod-drift"}]
+OVERLAY_FIXTURES = [
+    name for name in EXPECTED if name not in {"argocd-typo", "cluster-policy-typo", "prod-drift"}
+]
 
 
 @dataclass(frozen=True)
@@ -49,6 +55,7 @@ def run(tools: manifests.Toolchain, tmp_path_factory: pytest.TempPathFactory) ->
     for name in OVERLAY_FIXTURES:
         args += ["--overlay", str((FIXTURES / name).relative_to(ROOT))]
     args += ["--overlay", "overlays/staging", "--argocd", "tests/manifests/fixtures/argocd-typo"]
+    args += ["--cluster", "tests/manifests/fixtures/cluster-policy-typo"]
     args += ["--compare", "overlays/staging", "tests/manifests/fixtures/prod-drift"]
     proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, check=False, timeout=600)
     return Run(proc.returncode, (proc.stdout + proc.stderr).splitlines())

@@ -1,0 +1,154 @@
+"""The promotion PR's required check: what would merge is what staging runs, healthy.
+
+    python -m gitops.promotion_check --env prod --from staging   (make promotion-check)
+
+It reads the image the checked-out tree pins for `--env` (the PR's head: exactly what merging
+would deploy), then asks Argo CD about the `--from` environment's Application
+(`GET /api/v1/applications/<name>`) and turns green only when that Application is `Synced` and
+`Healthy` and runs that image and digest (`status.summary.images`). The verdict names the digest
+(stdout, and the job summary in GitHub Actions), so the check a reviewer sees belongs to one
+build: a re-push of the branch runs it again, and dismisses the approvals (docs/delivery.md,
+"An approval covers what merges").
+
+On a PR that leaves the environment's image as it is on the base (`--base`, in CI the merge
+commit's first parent), there is nothing to check and it passes, so it can be required on every
+PR.
+
+Argo CD is reached at `ARGOCD_SERVER` (https://host[:port]) with `ARGOCD_AUTH_TOKEN`, the token of
+an account that may only `get` the staging Application. Exit codes: 0 ready, 1 not ready (with
+every reason), 2 invalid input or Argo CD unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gitops.errors import EXIT_FAILURE, GitopsError, UsageError
+from gitops.gitrepo import Git
+from gitops.overlay import DEFAULT_IMAGE_NAME, Overlay
+
+TIMEOUT_S = 20.0
+
+
+def problems(application: Mapping[str, Any], image: str, digest: str) -> list[str]:
+    """Why `application` (Argo CD's JSON) is not a healthy, synced run of image@digest."""
+    name = application.get("metadata", {}).get("name", "?")
+    status = application.get("status") or {}
+    found: list[str] = []
+    sync = (status.get("sync") or {}).get("status", "Unknown")
+    if sync != "Synced":
+        found.append(f"{name} is {sync}, not Synced")
+    health = (status.get("health") or {}).get("status", "Unknown")
+    if health != "Healthy":
+        found.append(f"{name} is {health}, not Healthy")
+    images = list((status.get("summary") or {}).get("images") or [])
+    if not any(running.startswith(image) and running.endswith(f"@{digest}") for running in images):
+        found.append(
+            f"{name} does not run {image}@{digest} (it runs {', '.join(images) or 'nothing'})"
+        )
+    operation = (status.get("operationState") or {}).get("phase")
+    if operation == "Running":
+        found.append(f"{name} is still syncing")
+    return found
+
+
+def fetch_application(server: str, token: str, name: str) -> dict[str, Any]:
+    parsed = urllib.parse.urlparse(server)
+    if parsed.scheme not in {"https", "http"} or not parsed.netloc:
+        raise UsageError(
+            f"ARGOCD_SERVER {server!r} is not an http(s) URL", "e.g. https://argocd.example.com"
+        )
+    url = f"{server.rstrip('/')}/api/v1/applications/{urllib.parse.quote(name)}"
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise UsageError(
+            f"Argo CD answered HTTP {exc.code} for application {name}",
+            "check ARGOCD_AUTH_TOKEN (an account allowed to `get` it) and the name",
+        ) from exc
+    except (urllib.error.URLError, TimeoutError, OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read application {name} from {server} ({exc})") from exc
+    if not isinstance(answer, dict):
+        raise UsageError(f"Argo CD sent no application object for {name}")
+    return answer
+
+
+def digest_at(git: Git, revision: str, env: str, name: str) -> str | None:
+    """The digest `overlays/<env>` pins for image `name` at `revision` (None: none pinned)."""
+    text = git.run("show", f"{revision}:overlays/{env}/kustomization.yaml", check=False)
+    if text.returncode != 0:
+        raise UsageError(
+            f"cannot read overlays/{env}/kustomization.yaml at {revision}: {text.stderr.strip()}",
+            "check out with enough history for the base (fetch-depth: 2 on a PR's merge commit)",
+        )
+    config = yaml.safe_load(text.stdout) or {}
+    for image in config.get("images") or []:
+        if image.get("name") == name:
+            digest = image.get("digest")
+            return str(digest) if digest else None
+    return None
+
+
+def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    parser = argparse.ArgumentParser(prog="python -m gitops.promotion_check", description=__doc__)
+    parser.add_argument("--env", default="prod", help="the environment the PR changes")
+    parser.add_argument("--from", dest="source", default="staging", help="where it must run")
+    parser.add_argument("--application", help="Argo CD application (default elpv-classifier-FROM)")
+    parser.add_argument("--repo", type=Path, default=Path("."), help="the checked-out PR head")
+    parser.add_argument("--name", default=DEFAULT_IMAGE_NAME, help="the image name in images:")
+    parser.add_argument("--base", help="the PR's base revision: pass when the image is unchanged")
+    args = parser.parse_args(argv)
+
+    root = args.repo.resolve()
+    entry = Overlay.open(root, args.env).image_entry(args.name)
+    if not (entry.digest and entry.new_name):
+        raise UsageError(f"overlays/{args.env} pins no image name and digest: nothing to check")
+    if args.base and digest_at(Git(root), args.base, args.env, args.name) == entry.digest:
+        print(f"overlays/{args.env} keeps {entry.digest}: no promotion in this change")
+        return 0
+    application = args.application or f"elpv-classifier-{args.source}"
+    server, token = env.get("ARGOCD_SERVER", ""), env.get("ARGOCD_AUTH_TOKEN", "")
+    if not server or not token:
+        raise UsageError(
+            "ARGOCD_SERVER and ARGOCD_AUTH_TOKEN must be set",
+            "repository variable ARGOCD_SERVER, secret ARGOCD_AUTH_TOKEN (docs/delivery.md)",
+        )
+    found = problems(fetch_application(server, token, application), entry.new_name, entry.digest)
+    verdict = (
+        f"{args.env} would run {entry.reference}; {args.source} ({application}) runs "
+        f"{entry.digest}, Synced and Healthy"
+        if not found
+        else f"{args.env} would run {entry.reference}; NOT ready: " + "; ".join(found)
+    )
+    print(verdict)
+    summary = env.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(f"### Promotion check: `{entry.digest}`\n\n{verdict}\n")
+    return 0 if not found else EXIT_FAILURE
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except GitopsError as exc:
+        print(f"promotion check: {exc.render()}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
