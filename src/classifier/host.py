@@ -1,8 +1,9 @@
 """The CPU a model was trained on. Standard library only.
 
-TensorFlow's oneDNN kernels use the widest vector set the CPU has and sum in another order on
-another set, so the same seeds train other weights on another CPU (docs/pipeline.md, "Same
-seeds, another CPU, another model"): metrics/train.json and the model card record it.
+Unpinned, TensorFlow's kernels sum in an order that depends on the CPU's vector set and core
+count, so the same seeds train other weights on another CPU; the pipeline pins them
+(classifier.pipeline.kernels, docs/pipeline.md "Same weights on every CPU"). metrics/train.json
+and the model card record the CPU and the pin, so a model that differs can be traced.
 """
 
 from __future__ import annotations

@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
             extra={
                 "per_cell_type": evaluation.get("per_cell_type", {}),
                 "test_images": len(test["x"]),
-                # Same seeds, another CPU, other weights: where this model was trained.
+                # Where this model was trained, and whether its kernels were pinned (kernels.py).
                 "trained_on": read_json(args.training).get("trained_on", {}),
             },
         )

@@ -45,6 +45,7 @@ from classifier.pipeline.common import (
     stratum,
     write_json,
 )
+from classifier.pipeline.kernels import kernel_record, require_pinned
 from classifier.pipeline.model import (
     SharpnessAware,
     average_members,
@@ -321,8 +322,9 @@ def training_summary(
         "val_auc": val_auc,
         "train_seconds": round(trained.seconds, 1),
         "parameters": int(trained.model.count_params()),
-        # The weights depend on the CPU's vector set, not only on the seeds (classifier.host).
-        "trained_on": {**cpu(), "tensorflow": tf.__version__},
+        # The host, and whether its kernels were pinned (kernels.py): unpinned, the weights
+        # depend on the CPU's vector set and core count, not only on the seeds.
+        "trained_on": {**cpu(), "tensorflow": tf.__version__, **kernel_record()},
     }
 
 
@@ -334,6 +336,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("plots", type=Path, help=f"where to write {HISTORY_CSV} and {HISTORY_PNG}")
     parser.add_argument("--params", type=Path, default=PARAMS_FILE)
     args = parser.parse_args(argv)
+    require_pinned()
     recipe = Recipe.from_params(load_params(args.params))
     train_split, val_split = load_split(args.prepared, "train"), load_split(args.prepared, "val")
     size = recipe.image_size
