@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from gitops.core.defaults import (
     DEFAULT_ATTEMPTS,
@@ -29,7 +29,11 @@ from gitops.core.errors import EXIT_USAGE, GitopsError, UsageError
 from gitops.core.git import Git
 
 if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
     from gitops.commands.bump import Build
+
+R = TypeVar("R", bound="DataclassInstance")
 
 
 def _positive(text: str) -> int:
@@ -190,66 +194,57 @@ def _build_from_args(args: argparse.Namespace) -> Build:
     return Build(image=args.image, tag=args.tag, digest=args.digest)
 
 
+def _request(cls: type[R], args: argparse.Namespace, **given: object) -> R:
+    """A command's request: the `given` fields, and every other field from the parsed option
+    of the same name. A field with neither is a bug here, never a silent default."""
+    values = {}
+    for field in fields(cls):
+        if field.name in given:
+            values[field.name] = given[field.name]
+        elif hasattr(args, field.name):
+            values[field.name] = getattr(args, field.name)
+        else:
+            raise TypeError(f"{cls.__name__}.{field.name}: no option of that name is parsed")
+    return cls(**values)
+
+
 def _bump(args: argparse.Namespace, git: Git, root: Path) -> int:
     from gitops.commands.bump import BumpRequest, bump
 
-    bump(
-        git,
-        root,
-        BumpRequest(
-            env=args.env,
-            build=_build_from_args(args),
-            model_card=args.model_card or root / DEFAULT_MODEL_CARD,
-            source_revision=args.source_revision,
-            image_name=args.name,
-            force=args.force,
-            push=not args.no_push,
-            remote=args.remote,
-            attempts=args.attempts,
-        ),
+    model_card = args.model_card or root / DEFAULT_MODEL_CARD
+    request = _request(
+        BumpRequest,
+        args,
+        build=_build_from_args(args),
+        model_card=model_card,
+        image_name=args.name,
+        push=not args.no_push,
     )
+    bump(git, root, request)
     return 0
 
 
 def _promote(args: argparse.Namespace, git: Git, root: Path) -> int:
     from gitops.commands.promote import PromoteRequest, promote
 
-    promote(
-        git,
-        root,
-        PromoteRequest(
-            source_env=args.source,
-            target_env=args.target,
-            branch=args.branch,
-            body_file=args.body_file,
-            push=args.push,
-            open_pr=args.open_pr,
-            remote=args.remote,
-            image_name=args.name,
-            force=args.force,
-        ),
+    request = _request(
+        PromoteRequest, args, source_env=args.source, target_env=args.target, image_name=args.name
     )
+    promote(git, root, request)
     return 0
 
 
 def _rollback(args: argparse.Namespace, git: Git, root: Path) -> int:
     from gitops.commands.rollback import RollbackRequest, rollback
 
-    rollback(
-        git,
-        root,
-        RollbackRequest(
-            env=args.env,
-            to=args.to or None,  # an empty --to (a blank workflow input) means "the latest"
-            via_pr=args.via_pr,
-            push=not args.no_push,
-            open_pr=args.open_pr,
-            body_file=args.body_file,
-            remote=args.remote,
-            image_name=args.name,
-            attempts=args.attempts,
-        ),
+    request = _request(
+        RollbackRequest,
+        args,
+        to=args.to or None,  # an empty --to (a blank workflow input) means "the latest"
+        image_name=args.name,
+        push=not args.no_push,
     )
+    rollback(git, root, request)
     return 0
 
 
