@@ -66,12 +66,10 @@ def test_schemas_are_rebuilt_only_when_a_pin_changes(tmp_path: Path) -> None:
         argocd_version="v3.5.3",
         kubeconform_version="v0.7.0",
     )
-    versions = "_".join(schemas.SUPPORTED_KUBERNETES_VERSIONS)
-    k8s_stamp = f".kubernetes-validate-{schemas.KUBERNETES_VALIDATE_VERSION}-{versions}"
-    (tmp_path / "kubernetes").mkdir()
-    (tmp_path / "kubernetes" / k8s_stamp).touch()
-    (tmp_path / "argo-cd").mkdir()
-    (tmp_path / "argo-cd" / ".argo-cd-v3.5.3-v0.7.0").touch()
+    for stamp in schemas.stamps(tmp_path, sources):
+        assert sources.argocd_version in stamp.name or "1.36.0" in stamp.name  # pins in names
+        stamp.parent.mkdir()
+        stamp.touch()
     schemas.build_schemas(tmp_path, sources)  # up to date: nothing fetched
 
     moved = replace(sources, argocd_version="v3.5.4")

@@ -20,6 +20,7 @@ Each source is built once into its folder and stamped with the pins it came from
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -177,12 +178,23 @@ class SchemaSources:
     kubeconform_version: str  # the kubeconform that validates (its converter script)
 
 
-def build_schemas(out: Path, sources: SchemaSources) -> None:
-    """Build `out/kubernetes` and `out/argo-cd`, each only when its stamp (the pins) is missing."""
-    k8s, argocd = out / "kubernetes", out / "argo-cd"
+def stamps(out: Path, sources: SchemaSources) -> tuple[Path, Path]:
+    """The files that say the Kubernetes and the Argo CD schemas under `out` are current: their
+    names carry the pins and a hash of this module (a change to the conversion rebuilds too)."""
+    code = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
     versions = "_".join(SUPPORTED_KUBERNETES_VERSIONS)
-    k8s_stamp = k8s / f".kubernetes-validate-{KUBERNETES_VALIDATE_VERSION}-{versions}"
-    argocd_stamp = argocd / f".argo-cd-{sources.argocd_version}-{sources.kubeconform_version}"
+    return (
+        out
+        / "kubernetes"
+        / f".kubernetes-validate-{KUBERNETES_VALIDATE_VERSION}-{versions}-{code}",
+        out / "argo-cd" / f".argo-cd-{sources.argocd_version}-{sources.kubeconform_version}-{code}",
+    )
+
+
+def build_schemas(out: Path, sources: SchemaSources) -> None:
+    """Build `out/kubernetes` and `out/argo-cd`, each only when its stamp is missing."""
+    k8s, argocd = out / "kubernetes", out / "argo-cd"
+    k8s_stamp, argocd_stamp = stamps(out, sources)
     if k8s_stamp.is_file():
         print(f">> Kubernetes schemas up to date in {k8s}")
     else:
