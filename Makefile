@@ -64,4 +64,4 @@ unit: setup ## pytest, default suite (not slow, not e2e, not container)
 	$(BIN)/pytest
 
 clean: ## remove build outputs (keeps .venv, .tools and the DVC cache)
-	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
