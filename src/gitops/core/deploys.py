@@ -2,7 +2,9 @@
 
 Every commit gitops makes carries trailers (`Key: value` lines at the end of the message, the
 format `git interpret-trailers --parse` reads), so the deploy history of an environment is
-`git log` of its overlay filtered by `Deploy-Environment`. Nothing else stores state.
+`git log` of its overlay filtered by `Deploy-Environment`. Nothing else stores state. What
+an environment runs now, read from that history, also guards bump and promote against moving
+an environment to an older build (`check_not_older`).
 """
 
 from __future__ import annotations
