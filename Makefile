@@ -52,15 +52,16 @@ test: setup ## everything CI checks: lint, types, tests, manifests, workflows, c
 	$(MAKE) lint typecheck unit $(TEST_TARGETS)
 	@echo ">> make test: all checks passed"
 
-lint: setup ## ruff lint + format check
-	$(BIN)/ruff check src tests bench sandbox tools
-	$(BIN)/ruff format --check src tests bench sandbox tools
+lint: setup ## ruff lint + format check, import contracts (layers, no cycles: pyproject.toml)
+	$(BIN)/ruff check src tests bench sandbox
+	$(BIN)/ruff format --check src tests bench sandbox
+	$(BIN)/lint-imports
 
-typecheck: setup ## mypy --strict over src/, bench/, sandbox/ and tools/
+typecheck: setup ## mypy --strict over src/, bench/ and sandbox/
 	$(BIN)/mypy
 
 unit: setup ## pytest, default suite (not slow, not e2e, not container)
 	$(BIN)/pytest
 
 clean: ## remove build outputs (keeps .venv, .tools and the DVC cache)
-	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache .import_linter_cache

@@ -57,7 +57,7 @@ metrics-diff-report: setup ## (CI) `dvc metrics diff` against BASE_REV (+ the ga
 	@echo ">> metrics diff written to $(METRICS_DIFF_MD)"
 
 ci-build-args: ## (CI) docker build args (labels from git + model card) as `args` in $$GITHUB_OUTPUT
-	@args="$$(PYTHONPATH=src $(PYTHON) -m gitops.image_args --model-dir $(MODEL_DIR))"; echo "$$args"; \
+	@args="$$(PYTHONPATH=src $(PYTHON) -m gitops image-args --model-dir $(MODEL_DIR))"; echo "$$args"; \
 	  if [[ -n "$${GITHUB_OUTPUT:-}" ]]; then \
 	    { echo "args<<GITOPS_EOF"; echo "$$args"; echo "GITOPS_EOF"; } >> "$$GITHUB_OUTPUT"; fi
 

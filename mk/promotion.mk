@@ -1,5 +1,5 @@
-# The promotion PR's required check (.github/workflows/promotion-check.yml, src/gitops/
-# promotion_check.py): prod's digest in the checked-out tree must be what staging runs, Synced
+# The promotion PR's required check (.github/workflows/promotion-check.yml, `gitops
+# promotion-check`): prod's digest in the checked-out tree must be what staging runs, Synced
 # and Healthy in Argo CD (ARGOCD_SERVER, ARGOCD_AUTH_TOKEN). Locally, against your Argo CD:
 #   ARGOCD_SERVER=https://... ARGOCD_AUTH_TOKEN=... make promotion-check PROMOTION_BASE=origin/main
 
@@ -10,4 +10,4 @@ PROMOTION_PYTHON = $(if $(wildcard $(DELIVERY_VENV)/bin/python),$(DELIVERY_VENV)
 
 .PHONY: promotion-check
 promotion-check: ## (CI) prod's digest here runs in staging, Synced + Healthy (Argo CD API)
-	$(PROMOTION_PYTHON) -m gitops.promotion_check --env prod --from staging --base "$(PROMOTION_BASE)"
+	$(PROMOTION_PYTHON) -m gitops promotion-check --env prod --from staging --base "$(PROMOTION_BASE)"

@@ -59,7 +59,7 @@ def split_fingerprint(paths: Sequence[str], labels: Sequence[int]) -> str:
 @dataclass(frozen=True)
 class SplitOutcomes:
     """Which test images the model classified right at the card's threshold: what the metric
-    gate needs to compare two models paired, image by image (`classifier.pipeline.comparison`)."""
+    gate needs to compare two models paired, image by image (`classifier.comparison`)."""
 
     fingerprint: str  # split_fingerprint() of the test split
     images: int

@@ -13,8 +13,8 @@ import uuid
 
 import pytest
 
-from gitops.errors import UsageError
-from gitops.registry import verify_in_registry
+from gitops.core.errors import UsageError
+from gitops.core.registry import verify_in_registry
 
 pytestmark = pytest.mark.container
 

@@ -35,7 +35,7 @@ def _session_token(sandbox: Sandbox) -> str:
 
 def _check(sandbox: Sandbox, repo: Path, token: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gitops.promotion_check", "--repo", str(repo), "--env", "prod"],
+        [sys.executable, "-m", "gitops", "--repo", str(repo), "promotion-check", "--env", "prod"],
         env={
             **os.environ,
             "ARGOCD_SERVER": f"http://{sandbox.env['argocd_server']}",

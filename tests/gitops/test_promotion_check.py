@@ -8,15 +8,17 @@ from __future__ import annotations
 import copy
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from gitops import manifests
-from gitops.errors import UsageError
-from gitops.promotion_check import problems, run
+from gitops.cli import main
+from gitops.commands.promotion_check import PromotionCheckRequest, problems, promotion_check
+from gitops.commands.validate import manifests
+from gitops.core.errors import UsageError
 
 IMAGE = "ghcr.io/elpv-gitops/elpv-classifier"
 DIGEST = "sha256:" + "1" * 64
@@ -109,7 +111,7 @@ def test_a_change_that_keeps_prods_digest_passes_without_asking(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     repo = _repo(tmp_path, [DIGEST, DIGEST])
-    code = run(["--repo", str(repo), "--base", "HEAD^1"], env={})
+    code = main(["--repo", str(repo), "promotion-check", "--base", "HEAD^1"])
     assert code == 0
     assert f"keeps {DIGEST}" in capsys.readouterr().out
 
@@ -117,10 +119,15 @@ def test_a_change_that_keeps_prods_digest_passes_without_asking(
 def test_a_promotion_needs_argo_cd_to_answer(tmp_path: Path) -> None:
     """A changed digest is never passed unverified: without Argo CD credentials it is refused."""
     repo = _repo(tmp_path, [OTHER, DIGEST])
+    request = PromotionCheckRequest("prod", "staging", None, "elpv-classifier", "HEAD^1")
     with pytest.raises(UsageError, match="ARGOCD_SERVER and ARGOCD_AUTH_TOKEN must be set"):
-        run(["--repo", str(repo), "--base", "HEAD^1"], env={})
+        promotion_check(request, repo, env={})
     with pytest.raises(UsageError, match="is not an http"):
-        run(["--repo", str(repo)], env={"ARGOCD_SERVER": "argocd", "ARGOCD_AUTH_TOKEN": "t"})
+        promotion_check(
+            replace(request, base=None),
+            repo,
+            env={"ARGOCD_SERVER": "argocd", "ARGOCD_AUTH_TOKEN": "t"},
+        )
 
 
 def test_the_promotion_pr_body_names_the_digest_it_proposes(sandbox) -> None:  # type: ignore[no-untyped-def]

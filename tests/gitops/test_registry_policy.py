@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gitops.errors import UsageError
-from gitops.registry import RegistryPolicy
+from gitops.core.errors import UsageError
+from gitops.core.registry import RegistryPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gitops import manifests
+from gitops.commands.validate import manifests
 
 ROOT = manifests.ROOT
 FIXTURES = Path(__file__).parent / "fixtures"

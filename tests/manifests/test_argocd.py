@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gitops import manifests
+from gitops.commands.validate import manifests
 
 from .conftest import ROOT
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from gitops import manifests
+from gitops.commands.validate import manifests
 
 from .conftest import FIXTURES, ROOT
 
@@ -48,9 +48,9 @@ class Run:
 
 @pytest.fixture(scope="module")
 def run(tools: manifests.Toolchain, tmp_path_factory: pytest.TempPathFactory) -> Run:
-    """One `python -m gitops.manifests validate` over every fixture (plus the real staging
-    overlay as the control), so checkov starts once for all of them."""
-    args = [sys.executable, "-m", "gitops.manifests", "validate"]
+    """One `gitops validate` over every fixture (plus the real staging overlay as the
+    control), so checkov starts once for all of them."""
+    args = [sys.executable, "-m", "gitops", "validate"]
     args += ["--out", str(tmp_path_factory.mktemp("rendered"))]
     for name in OVERLAY_FIXTURES:
         args += ["--overlay", str((FIXTURES / name).relative_to(ROOT))]
@@ -95,7 +95,7 @@ def test_schema_error_is_reported_for_every_supported_version(run: Run) -> None:
 
 def test_validate_rejects_a_folder_without_kustomization(tmp_path: object) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "gitops.manifests", "validate", "--overlay", "docs"],
+        [sys.executable, "-m", "gitops", "validate", "--overlay", "docs"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -107,7 +107,7 @@ def test_validate_rejects_a_folder_without_kustomization(tmp_path: object) -> No
 
 def test_validate_rejects_an_unsupported_kubernetes_version() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "gitops.manifests", "validate", "--kubernetes-version", "1.20.0"],
+        [sys.executable, "-m", "gitops", "validate", "--kubernetes-version", "1.20.0"],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from gitops import manifests
+from gitops.commands.validate import manifests
 
 Rendered = dict[str, list[dict[str, Any]]]
 

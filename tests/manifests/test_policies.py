@@ -1,16 +1,15 @@
-"""The project policies of gitops.manifests, on the real overlays and on small hand-made inputs."""
+"""The project policies of `gitops validate`, on the real overlays and on small hand-made inputs."""
 
 from __future__ import annotations
 
 import fnmatch
-import re
 from typing import Any
 
 import pytest
 
-from gitops import manifests
+from gitops.commands.validate import manifests
 
-from .conftest import ROOT, only
+from .conftest import only
 
 Rendered = dict[str, list[dict[str, Any]]]
 
@@ -119,13 +118,6 @@ def test_images_policy_accepts_tag_and_digest() -> None:
         "spec": {"containers": [{"name": "c", "image": image}]},
     }
     assert manifests.check_images_pinned([pod]) == []
-
-
-def test_supported_versions_match_the_makefile() -> None:
-    text = (ROOT / "mk" / "manifests.mk").read_text()
-    match = re.search(r"^K8S_VERSIONS := (.+)$", text, re.M)
-    assert match, "K8S_VERSIONS not found in mk/manifests.mk"
-    assert tuple(match.group(1).split()) == manifests.SUPPORTED_KUBERNETES_VERSIONS
 
 
 def test_every_scanner_skip_has_a_reason() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gitops import manifests
+from gitops.commands.validate import manifests
 
 from .conftest import ROOT, only
 

@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tests.pipeline.test_comparison import pair, plain_card
+from tests.test_comparison import pair, plain_card
 
+from classifier.comparison import GateRule
 from classifier.model_card import ModelCard
 from classifier.pipeline import gate
-from classifier.pipeline.comparison import GateRule
 
 REPO = Path(__file__).resolve().parents[2]
 

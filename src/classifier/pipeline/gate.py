@@ -6,7 +6,7 @@ stage's) has a test accuracy
 - worse than the baseline's with confidence: the baseline is what production runs
   (`overlays/prod/model-card.json`, written by `gitops promote`); the two are compared paired,
   image by image, when both cards were scored on the same test split
-  (`classifier.pipeline.comparison` has the rule and its statistics).
+  (`classifier.comparison` has the rule and its statistics).
 Before the first promotion there is no baseline: the first deploy, judged by the floor alone,
 and the report says so. `--report FILE` writes the report as Markdown (the PR comment).
 """
@@ -18,9 +18,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from classifier.comparison import Decision, GateRule, decide
 from classifier.model_card import ModelCard, ModelCardError
 from classifier.pipeline.common import PARAMS_FILE, PipelineError, load_params, section
-from classifier.pipeline.comparison import Decision, GateRule, decide
 from classifier.pipeline.export import CARD_NAME
 from classifier.pipeline.stages import output
 

@@ -1,22 +1,22 @@
-"""The Dockerfile's label build args for builds that do not go through docker/build.sh.
+"""`gitops image-args`: the Dockerfile's label build args for builds that do not go through
+docker/build.sh.
 
 On GitHub the image is built by docker/build-push-action (for SBOM and provenance); this prints
 the same `KEY=VALUE` build args docker/build.sh passes (OCI labels: revision, source, created,
 version; model labels from the model card), one per line, which is the format the action's
-`build-args` input takes. Standard library only: `make ci-build-args` runs it without a venv.
+`build-args` input takes. Standard library only (like `gitops.cli` and `gitops.core.errors`,
+all it imports): `make ci-build-args` runs it without a venv.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
-import sys
 import tomllib
-from collections.abc import Sequence
 from pathlib import Path
 
 from classifier.model_card import ModelCard, ModelCardError
+from gitops.core.errors import UsageError
 
 
 def _git(*args: str) -> str:
@@ -51,22 +51,13 @@ def build_args(model_dir: Path, revision: str | None = None) -> dict[str, str]:
     }
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m gitops.image_args", description=__doc__)
-    parser.add_argument("--model-dir", type=Path, default=Path("models"))
-    parser.add_argument("--revision", help="source commit (default HEAD)")
-    args = parser.parse_args(argv)
+def image_args(model_dir: Path, revision: str | None = None) -> dict[str, str]:
+    """Print the build args, one `KEY=VALUE` per line, and return them."""
     try:
-        values = build_args(args.model_dir, args.revision)
+        values = build_args(model_dir, revision)
     except ModelCardError as exc:
-        print(f"image_args: error: {exc}\n  hint: run the pipeline first", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc), "run the pipeline first") from exc
     except subprocess.CalledProcessError as exc:
-        print(f"image_args: error: `{' '.join(exc.cmd)}` failed: {exc.stderr}", file=sys.stderr)
-        return 2
+        raise UsageError(f"`{' '.join(exc.cmd)}` failed: {exc.stderr}") from exc
     print("\n".join(f"{key}={value}" for key, value in values.items()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return values

@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
-from gitops.errors import OperationError, UsageError
+from gitops.core.defaults import DEFAULT_IMAGE_NAME
+from gitops.core.errors import OperationError, UsageError
 
 OVERLAYS_DIR = "overlays"
-DEFAULT_IMAGE_NAME = "elpv-classifier"  # the name the base Deployment uses (image contract)
 MODEL_CARD_FILE = "model-card.json"
 KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 

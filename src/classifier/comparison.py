@@ -407,10 +407,15 @@ def decide(candidate: ModelCard, baseline: ModelCard | None, rule: GateRule) -> 
 def promotion_evidence(candidate: ModelCard, baseline: ModelCard | None, params: Path) -> str:
     """The promotion PR body's section: the gate's decision on the two cards under `params`'s
     `gate` rule (a report: the gate itself ran when the candidate was built)."""
-    from classifier.pipeline.common import PipelineError, load_params, section
+    import yaml  # the delivery tools' dependency too; not the pipeline's params loader
 
+    if not params.is_file():
+        return f"### Metric gate\n\nNo gate rule to apply ({params.name}: not found).\n"
     try:
-        rule = GateRule.from_params(section(load_params(params), "gate"))
-    except (PipelineError, ValueError) as exc:
+        gate = (yaml.safe_load(params.read_text(encoding="utf-8")) or {}).get("gate")
+        if not isinstance(gate, dict):
+            raise ValueError("no `gate` section")
+        rule = GateRule.from_params(gate)
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, ValueError) as exc:
         return f"### Metric gate\n\nNo gate rule to apply ({params.name}: {exc}).\n"
     return decide(candidate, baseline, rule).markdown()

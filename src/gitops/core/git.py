@@ -12,7 +12,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitops.errors import OperationError, UsageError
+from gitops.core.errors import OperationError, UsageError
 
 FULL_SHA_RE = re.compile(r"^[0-9a-f]{40}$")
 # Messages git prints when a push lost a race against another push (remote moved under us).

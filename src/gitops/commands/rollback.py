@@ -1,6 +1,6 @@
 """`gitops rollback --env ENV [--to REVISION]`: undo deploys with `git revert`.
 
-The deploy history comes from the trailers (`gitops.deploys.active_deploys`). Without --to the
+The deploy history comes from the trailers (`gitops.core.deploys.active_deploys`). Without --to the
 latest deploy still in effect is reverted; with --to, every deploy after the given one. Reverting
 (instead of bumping to an old digest) keeps the history honest and restores the previous image
 line and model card byte for byte. Environments that need review (prod) get a branch and a PR;
@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitops.deploys import (
+from gitops.core.defaults import DEFAULT_ATTEMPTS, DEFAULT_IMAGE_NAME, DEFAULT_REMOTE
+from gitops.core.deploys import (
     T_DIGEST,
     T_REVERTS,
     T_SOURCE,
@@ -20,11 +21,10 @@ from gitops.deploys import (
     active_deploys,
     render_message,
 )
-from gitops.errors import OperationError, UsageError
-from gitops.gitrepo import Git
-from gitops.overlay import DEFAULT_IMAGE_NAME, Overlay
-from gitops.publish import (
-    DEFAULT_ATTEMPTS,
+from gitops.core.errors import OperationError, UsageError
+from gitops.core.git import Git
+from gitops.core.overlay import Overlay
+from gitops.core.publish import (
     commit_and_push,
     current_branch,
     find_gh,
@@ -48,7 +48,7 @@ class RollbackRequest:
     push: bool = True
     open_pr: bool = False
     body_file: Path | None = None
-    remote: str = "origin"
+    remote: str = DEFAULT_REMOTE
     image_name: str = DEFAULT_IMAGE_NAME
     attempts: int = DEFAULT_ATTEMPTS
 

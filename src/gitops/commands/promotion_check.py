@@ -1,6 +1,6 @@
 """The promotion PR's required check: what would merge is what staging runs, healthy.
 
-    python -m gitops.promotion_check --env prod --from staging   (make promotion-check)
+    gitops promotion-check --env prod --from staging   (make promotion-check)
 
 It reads the image the checked-out tree pins for `--env` (the PR's head: exactly what merging
 would deploy), then asks Argo CD about the `--from` environment's Application
@@ -21,22 +21,21 @@ every reason), 2 invalid input or Argo CD unreachable.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from gitops.errors import EXIT_FAILURE, GitopsError, UsageError
-from gitops.gitrepo import Git
-from gitops.overlay import DEFAULT_IMAGE_NAME, Overlay
+from gitops.core.errors import EXIT_FAILURE, UsageError
+from gitops.core.git import Git
+from gitops.core.overlay import Overlay
 
 TIMEOUT_S = 20.0
 
@@ -102,18 +101,20 @@ def digest_at(git: Git, revision: str, env: str, name: str) -> str | None:
     return None
 
 
-def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
-    env = os.environ if env is None else env
-    parser = argparse.ArgumentParser(prog="python -m gitops.promotion_check", description=__doc__)
-    parser.add_argument("--env", default="prod", help="the environment the PR changes")
-    parser.add_argument("--from", dest="source", default="staging", help="where it must run")
-    parser.add_argument("--application", help="Argo CD application (default elpv-classifier-FROM)")
-    parser.add_argument("--repo", type=Path, default=Path("."), help="the checked-out PR head")
-    parser.add_argument("--name", default=DEFAULT_IMAGE_NAME, help="the image name in images:")
-    parser.add_argument("--base", help="the PR's base revision: pass when the image is unchanged")
-    args = parser.parse_args(argv)
+@dataclass(frozen=True)
+class PromotionCheckRequest:
+    env: str  # the environment the PR changes
+    source: str  # where that image must already run
+    application: str | None  # Argo CD application (default elpv-classifier-<source>)
+    name: str  # the image name in `images:`
+    base: str | None  # the PR's base revision: the image unchanged there means nothing to check
 
-    root = args.repo.resolve()
+
+def promotion_check(
+    args: PromotionCheckRequest, root: Path, env: Mapping[str, str] | None = None
+) -> int:
+    """0 when staging runs what the PR would deploy, Synced and Healthy; 1 with the reasons."""
+    env = os.environ if env is None else env
     entry = Overlay.open(root, args.env).image_entry(args.name)
     if not (entry.digest and entry.new_name):
         raise UsageError(f"overlays/{args.env} pins no image name and digest: nothing to check")
@@ -140,15 +141,3 @@ def run(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None)
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(f"### Promotion check: `{entry.digest}`\n\n{verdict}\n")
     return 0 if not found else EXIT_FAILURE
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        return run(argv)
-    except GitopsError as exc:
-        print(f"promotion check: {exc.render()}", file=sys.stderr)
-        return exc.exit_code
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

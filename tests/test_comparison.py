@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from scipy.stats import binomtest
 
+from classifier import comparison
+from classifier.comparison import GateRule, decide
 from classifier.model_card import ModelCard, ModelInput, SplitOutcomes
-from classifier.pipeline import comparison
-from classifier.pipeline.comparison import GateRule, decide
 
 RULE = GateRule(min_accuracy=0.5, max_drop_vs_baseline=0.0, confidence=0.95)
 

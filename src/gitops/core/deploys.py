@@ -2,7 +2,9 @@
 
 Every commit gitops makes carries trailers (`Key: value` lines at the end of the message, the
 format `git interpret-trailers --parse` reads), so the deploy history of an environment is
-`git log` of its overlay filtered by `Deploy-Environment`. Nothing else stores state.
+`git log` of its overlay filtered by `Deploy-Environment`. Nothing else stores state. What
+an environment runs now, read from that history, also guards bump and promote against moving
+an environment to an older build (`check_not_older`).
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import re
 from dataclasses import dataclass, field
 
 from classifier.model_card import HEADLINE_METRICS, ModelCard
-from gitops.gitrepo import FULL_SHA_RE, Git
-from gitops.overlay import ImageEntry, Overlay
+from gitops.core.errors import UsageError
+from gitops.core.git import FULL_SHA_RE, Git
+from gitops.core.overlay import ImageEntry, Overlay
 
 T_ENV = "Deploy-Environment"
 T_ACTION = "Deploy-Action"  # bump | promote | rollback
@@ -174,3 +177,30 @@ def deployed_source_revision(git: Git, overlay: Overlay, entry: ImageEntry) -> s
     if entry.new_tag and FULL_SHA_RE.match(entry.new_tag):
         return entry.new_tag
     return None
+
+
+def check_not_older(
+    git: Git, overlay: Overlay, entry: ImageEntry, candidate: str, force: bool
+) -> None:
+    """Refuse to move an environment to a build older than (or beside) the one it runs."""
+    deployed = deployed_source_revision(git, overlay, entry)
+    if force or deployed is None or deployed == candidate:
+        return
+    if git.resolve_commit(deployed) is None:
+        raise UsageError(
+            f"{overlay.env} runs source revision {deployed[:12]}, which is not in this clone, "
+            "so gitops cannot tell whether the new build is newer",
+            "fetch the full history (fetch-depth: 0), or pass --force if you are sure",
+        )
+    if git.is_ancestor(candidate, deployed):
+        raise UsageError(
+            f"refusing to downgrade {overlay.env}: build source {candidate[:12]} is older than "
+            f"the deployed {deployed[:12]} (it is an ancestor of it)",
+            "to go back on purpose use `gitops rollback`, or pass --force",
+        )
+    if not git.is_ancestor(deployed, candidate):
+        raise UsageError(
+            f"refusing to move {overlay.env}: build source {candidate[:12]} does not descend "
+            f"from the deployed {deployed[:12]} (the histories diverged)",
+            "build from a commit that contains the deployed one, or pass --force",
+        )

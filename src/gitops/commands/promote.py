@@ -11,23 +11,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifier.model_card import HEADLINE_METRICS, ModelCard, ModelCardError
-from classifier.pipeline.comparison import promotion_evidence
-from gitops.bump import check_not_older, load_card
-from gitops.deploys import (
+from classifier.comparison import promotion_evidence
+from classifier.model_card import HEADLINE_METRICS, ModelCard
+from gitops.core.cards import load_card, optional_card
+from gitops.core.defaults import DEFAULT_IMAGE_NAME, DEFAULT_REMOTE
+from gitops.core.deploys import (
     T_ENV,
     T_FROM,
     T_PREVIOUS,
     DeployState,
+    check_not_older,
     deployed_source_revision,
     format_metrics,
     read_commits,
     render_message,
 )
-from gitops.errors import UsageError
-from gitops.gitrepo import Git
-from gitops.overlay import DEFAULT_IMAGE_NAME, ImageEntry, Overlay, find_kustomize, set_image
-from gitops.publish import (
+from gitops.core.errors import UsageError
+from gitops.core.git import Git
+from gitops.core.overlay import ImageEntry, Overlay, find_kustomize, set_image
+from gitops.core.publish import (
     current_branch,
     find_gh,
     publish_pr_branch,
@@ -37,7 +39,7 @@ from gitops.publish import (
     sync_with_remote,
     write_branch,
 )
-from gitops.registry import verify_deployable
+from gitops.core.registry import verify_deployable
 
 CHANGELOG_LIMIT = 100
 
@@ -50,7 +52,7 @@ class PromoteRequest:
     body_file: Path | None = None
     push: bool = False
     open_pr: bool = False
-    remote: str = "origin"
+    remote: str = DEFAULT_REMOTE
     image_name: str = DEFAULT_IMAGE_NAME
     force: bool = False
 
@@ -61,15 +63,6 @@ class Proposal:
     commit: str
     title: str
     body: str
-
-
-def optional_card(path: Path) -> ModelCard | None:
-    if not path.exists():
-        return None
-    try:
-        return ModelCard.load(path)
-    except ModelCardError as exc:
-        raise UsageError(str(exc), "fix or remove the overlay's model card") from exc
 
 
 def promote(git: Git, root: Path, req: PromoteRequest) -> Proposal | None:

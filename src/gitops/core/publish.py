@@ -20,11 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitops.errors import GitopsError, OperationError, UsageError
-from gitops.gitrepo import Git
-
-DEFAULT_REMOTE = "origin"
-DEFAULT_ATTEMPTS = 5
+from gitops.core.defaults import DEFAULT_ATTEMPTS
+from gitops.core.errors import GitopsError, OperationError, UsageError
+from gitops.core.git import Git
 
 
 def say(message: str) -> None:

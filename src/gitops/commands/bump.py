@@ -10,19 +10,18 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from classifier.model_card import ModelCard, ModelCardError
-from gitops.deploys import (
+from gitops.core.cards import load_card
+from gitops.core.defaults import DEFAULT_ATTEMPTS, DEFAULT_IMAGE_NAME, DEFAULT_REMOTE
+from gitops.core.deploys import (
     T_PREVIOUS,
     DeployState,
-    deployed_source_revision,
+    check_not_older,
     format_metrics,
     render_message,
 )
-from gitops.errors import UsageError
-from gitops.gitrepo import FULL_SHA_RE, Git
-from gitops.overlay import (
-    DEFAULT_IMAGE_NAME,
-    ImageEntry,
+from gitops.core.errors import UsageError
+from gitops.core.git import FULL_SHA_RE, Git
+from gitops.core.overlay import (
     Overlay,
     find_kustomize,
     set_image,
@@ -30,8 +29,7 @@ from gitops.overlay import (
     validate_image_name,
     validate_tag,
 )
-from gitops.publish import (
-    DEFAULT_ATTEMPTS,
+from gitops.core.publish import (
     Branch,
     commit_and_push,
     current_branch,
@@ -39,7 +37,7 @@ from gitops.publish import (
     say,
     sync_with_remote,
 )
-from gitops.registry import verify_deployable
+from gitops.core.registry import verify_deployable
 
 
 @dataclass(frozen=True)
@@ -85,17 +83,8 @@ class BumpRequest:
     image_name: str = DEFAULT_IMAGE_NAME
     force: bool = False
     push: bool = True
-    remote: str = "origin"
+    remote: str = DEFAULT_REMOTE
     attempts: int = DEFAULT_ATTEMPTS
-
-
-def load_card(path: Path) -> ModelCard:
-    try:
-        return ModelCard.load(path)
-    except ModelCardError as exc:
-        raise UsageError(
-            str(exc), "pass --model-card PATH (the pipeline's export stage writes it)"
-        ) from exc
 
 
 def resolve_source_revision(git: Git, requested: str | None, tag: str) -> str:
@@ -112,33 +101,6 @@ def resolve_source_revision(git: Git, requested: str | None, tag: str) -> str:
             "fetch the full history (actions/checkout with fetch-depth: 0) or fix the revision",
         )
     return sha
-
-
-def check_not_older(
-    git: Git, overlay: Overlay, entry: ImageEntry, candidate: str, force: bool
-) -> None:
-    """Refuse to move an environment to a build older than (or beside) the one it runs."""
-    deployed = deployed_source_revision(git, overlay, entry)
-    if force or deployed is None or deployed == candidate:
-        return
-    if git.resolve_commit(deployed) is None:
-        raise UsageError(
-            f"{overlay.env} runs source revision {deployed[:12]}, which is not in this clone, "
-            "so gitops cannot tell whether the new build is newer",
-            "fetch the full history (fetch-depth: 0), or pass --force if you are sure",
-        )
-    if git.is_ancestor(candidate, deployed):
-        raise UsageError(
-            f"refusing to downgrade {overlay.env}: build source {candidate[:12]} is older than "
-            f"the deployed {deployed[:12]} (it is an ancestor of it)",
-            "to go back on purpose use `gitops rollback`, or pass --force",
-        )
-    if not git.is_ancestor(deployed, candidate):
-        raise UsageError(
-            f"refusing to move {overlay.env}: build source {candidate[:12]} does not descend "
-            f"from the deployed {deployed[:12]} (the histories diverged)",
-            "build from a commit that contains the deployed one, or pass --force",
-        )
 
 
 def bump(git: Git, root: Path, req: BumpRequest) -> str | None:

@@ -7,10 +7,11 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from gitops.deploys import T_ACTION, deployed_source_revision, read_commits
-from gitops.gitrepo import Git
-from gitops.overlay import DEFAULT_IMAGE_NAME, Overlay, environments
-from gitops.promote import optional_card
+from gitops.core.cards import optional_card
+from gitops.core.defaults import DEFAULT_IMAGE_NAME
+from gitops.core.deploys import T_ACTION, deployed_source_revision, read_commits
+from gitops.core.git import Git
+from gitops.core.overlay import Overlay, environments
 
 
 @dataclass(frozen=True)

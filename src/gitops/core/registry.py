@@ -36,8 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from gitops.errors import UsageError
-from gitops.publish import say
+from gitops.core.errors import UsageError
+from gitops.core.publish import say
 
 CONFIG_FILE = "gitops.toml"
 TIMEOUT_S = 15.0
