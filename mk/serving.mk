@@ -49,7 +49,7 @@ PEERS        := kserve litserve bentoml mlserver
 PEER_REQS    := bench/peers/requirements
 PEER_VENVS   := $(PEERS:%=$(TOOLS)/peers/%/.synced)
 
-.PHONY: bench-peers peer-venvs peer-requirements
+.PHONY: bench-peers peer-venvs peer-requirements test-peers
 
 $(TOOLS)/peers/%/.synced: $(PEER_REQS)/%.txt | $(UV)
 	@echo ">> peer venv $* from $<"
@@ -66,3 +66,6 @@ peer-requirements: | $(UV) ## re-pin bench/peers/requirements/<name>.txt from <n
 
 bench-peers: setup $(VEGETA) $(PEER_VENVS) ## our service vs KServe, LitServe, BentoML, MLServer -> docs/benchmarks.md
 	VEGETA=$(VEGETA) PEERS_DIR=$(TOOLS)/peers $(BIN)/python -m bench.peers
+
+test-peers: setup $(PEER_VENVS) ## each peer server answers our service's probability (HTTP only)
+	PEERS_DIR=$(TOOLS)/peers $(BIN)/pytest -m slow tests/serving/test_peers.py
