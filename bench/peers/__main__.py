@@ -239,6 +239,7 @@ def specs(png: bytes, model_dir: Path, threads: int, workdir: Path) -> list[Spec
         (repo / "elpv").mkdir(parents=True, exist_ok=True)
         settings = {"host": "127.0.0.1", "http_port": port}
         settings |= {"grpc_port": free_port(), "metrics_port": free_port()}
+        settings["metrics_dir"] = str(repo / ".metrics")  # else it writes to the working dir
         (repo / "settings.json").write_text(json.dumps(settings))
         model = {"name": "elpv", "implementation": "bench.peers.mlserver_runtime.LiteRTRuntime"}
         (repo / "elpv" / "model-settings.json").write_text(json.dumps(model))
