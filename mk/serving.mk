@@ -48,6 +48,7 @@ test-serving: setup ## the service's tests only
 PEERS        := kserve litserve bentoml mlserver
 PEER_REQS    := bench/peers/requirements
 PEER_VENVS   := $(PEERS:%=$(TOOLS)/peers/%/.synced)
+PEERS_ARGS   ?=  # e.g. --rounds 5 --seconds 10 (python -m bench.peers --help)
 
 .PHONY: bench-peers peer-venvs peer-requirements test-peers
 
@@ -65,7 +66,7 @@ peer-requirements: | $(UV) ## re-pin bench/peers/requirements/<name>.txt from <n
 	done
 
 bench-peers: setup $(VEGETA) $(PEER_VENVS) ## our service vs KServe, LitServe, BentoML, MLServer -> docs/benchmarks.md
-	VEGETA=$(VEGETA) PEERS_DIR=$(TOOLS)/peers $(BIN)/python -m bench.peers
+	VEGETA=$(VEGETA) PEERS_DIR=$(TOOLS)/peers $(BIN)/python -m bench.peers $(PEERS_ARGS)
 
 test-peers: setup $(PEER_VENVS) ## each peer server answers our service's probability (HTTP only)
 	PEERS_DIR=$(TOOLS)/peers $(BIN)/pytest -m slow tests/serving/test_peers.py
