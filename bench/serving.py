@@ -255,7 +255,14 @@ class Server:
         return self.process.wait()
 
 
-def start(name: str, argv: list[str], env: dict[str, str], port: int, workdir: Path) -> Server:
+def start(
+    name: str,
+    argv: list[str],
+    env: dict[str, str],
+    port: int,
+    workdir: Path,
+    ready_path: str = "/readyz",
+) -> Server:
     log_path = workdir / f"{name}.log"
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
@@ -269,7 +276,7 @@ def start(name: str, argv: list[str], env: dict[str, str], port: int, workdir: P
                 f"{name} exited {process.returncode}: {log_path.read_text()[-2000:]}"
             )
         try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=1) as response:  # noqa: S310
+            with urllib.request.urlopen(f"{url}{ready_path}", timeout=1) as response:  # noqa: S310
                 if response.status == 200:
                     break
         except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -347,6 +354,7 @@ def attack(
     concurrency: int | None = None,
     rate: float | None = None,
     pid: int | None = None,
+    path: str = "/v1/predict",
 ) -> Load:
     """Closed loop (`concurrency`: that many requests always in flight) or open loop (`rate`)."""
     argv = [
@@ -366,7 +374,7 @@ def attack(
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall = time.perf_counter()
     attack_proc = subprocess.run(
-        argv, input=f"POST {url}/v1/predict\n".encode(), capture_output=True, check=True
+        argv, input=f"POST {url}{path}\n".encode(), capture_output=True, check=True
     )
     wall = time.perf_counter() - wall
     after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -41,3 +41,32 @@ soak: setup $(VEGETA) ## 60 s at ~80 % of peak throughput: fails on any error or
 
 test-serving: setup ## the service's tests only
 	$(BIN)/pytest tests/serving
+
+# Peer model servers (KServe, LitServe, BentoML, MLServer) serving the same model: each in its own
+# venv under .tools/peers/<name> from its pinned bench/peers/requirements/<name>.txt (their
+# dependencies conflict with ours and with each other's). See docs/serving.md, "Against the peers".
+PEERS        := kserve litserve bentoml mlserver
+PEER_REQS    := bench/peers/requirements
+PEER_VENVS   := $(PEERS:%=$(TOOLS)/peers/%/.synced)
+PEERS_ARGS   ?=  # e.g. --rounds 5 --seconds 10 (python -m bench.peers --help)
+
+.PHONY: bench-peers peer-venvs peer-requirements test-peers
+
+$(TOOLS)/peers/%/.synced: $(PEER_REQS)/%.txt | $(UV)
+	@echo ">> peer venv $* from $<"
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(TOOLS)/peers/$*
+	VIRTUAL_ENV=$(TOOLS)/peers/$* $(UV) pip sync --quiet --python $(TOOLS)/peers/$*/bin/python $<
+	@touch $@
+
+peer-venvs: $(PEER_VENVS) ## the peer servers' venvs (.tools/peers/<name>) from their pinned requirements
+
+peer-requirements: | $(UV) ## re-pin bench/peers/requirements/<name>.txt from <name>.in (PyPI)
+	for p in $(PEERS); do \
+	  $(UV) pip compile --quiet --python-version 3.11 $(PEER_REQS)/$$p.in -o $(PEER_REQS)/$$p.txt; \
+	done
+
+bench-peers: setup $(VEGETA) $(PEER_VENVS) ## our service vs KServe, LitServe, BentoML, MLServer -> docs/benchmarks.md
+	VEGETA=$(VEGETA) PEERS_DIR=$(TOOLS)/peers $(BIN)/python -m bench.peers $(PEERS_ARGS)
+
+test-peers: setup $(PEER_VENVS) ## each peer server answers our service's probability (HTTP only)
+	PEERS_DIR=$(TOOLS)/peers $(BIN)/pytest -m slow tests/serving/test_peers.py
