@@ -277,8 +277,7 @@ def start(name: str, argv: list[str], env: dict[str, str], port: int, workdir: P
 def start_service(model_dir: Path, workdir: Path, name: str, **settings: str) -> Server:
     port = free_port()
     env = {
-        "CLASSIFIER_MODEL_PATH": str(model_dir / "model.tflite"),
-        "CLASSIFIER_MODEL_CARD_PATH": str(model_dir / "model_card.json"),
+        "CLASSIFIER_MODEL_DIR": str(model_dir),
         "CLASSIFIER_HOST": "127.0.0.1",
         "CLASSIFIER_PORT": str(port),
         "CLASSIFIER_LOG_LEVEL": "warning",

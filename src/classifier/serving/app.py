@@ -59,10 +59,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     threads = settings.threads
     metrics_ = Metrics()
     model_ = LiteRTModel(
-        settings.model_path,
-        settings.model_card_path,
-        threads=settings.model_threads,
-        max_batch=settings.max_batch_size,
+        settings.model_dir, threads=settings.model_threads, max_batch=settings.max_batch_size
     )
     service = ServiceState(
         settings=settings,
