@@ -19,6 +19,8 @@ import pytest
 
 from .conftest import png_bytes
 
+READY_TIMEOUT_S = 120
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -52,7 +54,8 @@ def start_server(model_dir: Path, log_path: Path, **env: str) -> Server:
             text=True,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    # Generous: on a machine crowded by other jobs, importing the service alone can take 30 s.
+    deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(
@@ -66,7 +69,7 @@ def start_server(model_dir: Path, log_path: Path, **env: str) -> Server:
             pass
         time.sleep(0.05)
     process.kill()
-    raise AssertionError(f"server not ready in 30 s: {log_path.read_text()}")
+    raise AssertionError(f"server not ready in {READY_TIMEOUT_S} s: {log_path.read_text()}")
 
 
 def stop(server: Server) -> int:

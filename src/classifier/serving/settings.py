@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     # terminationGracePeriodSeconds minus the preStop sleep).
     shutdown_timeout_s: Annotated[int, Field(ge=1)] = 20
 
+    # Inputs unlike the training images (classifier/serving/ood.py says why each test holds):
+    # "flag" answers with the reasons in the response, "refuse" answers 422 instead.
+    ood_action: Literal["flag", "refuse"] = "flag"
+    # Longer side / shorter side above which an image is not one cell. Training cells are all
+    # square; the margin admits crops a little off square, not half-cells (2:1) or strips.
+    ood_max_aspect_ratio: Annotated[float, Field(ge=1.0)] = 1.5
+    # Pixel standard deviation (0-1 scale, after preprocessing) under which an image counts as
+    # blank: a fraction of the least-varied training cell's, so no real cell comes near it.
+    ood_min_pixel_std: Annotated[float, Field(ge=0.0, le=1.0)] = 0.005
+
     @property
     def model_path(self) -> Path:
         return self.model_dir / MODEL_FILE
