@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -115,9 +116,9 @@ def test_infer_on_preprocessed_rows_answers_what_predict_answers(
     assert flags.tolist() == [b"", b"", b""]  # 300 x 300 noise: like a cell in size and spread
 
 
-def _refused(call: object) -> InferenceServerException:
+def _refused(call: Callable[[], object]) -> InferenceServerException:
     with pytest.raises(InferenceServerException) as caught:
-        call()  # type: ignore[operator]
+        call()
     return caught.value
 
 
@@ -149,8 +150,8 @@ def test_client_sees_the_protocol_errors(
     assert "'0'" in not_an_image.message()  # names the element
 
 
-def _v2(server: Server, path: str, **kwargs: object) -> httpx.Response:
-    return httpx.post(f"{server.url}/v2/models/{path}", timeout=30, **kwargs)  # type: ignore[arg-type]
+def _v2(server: Server, path: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(f"{server.url}/v2/models/{path}", timeout=30, **kwargs)
 
 
 H, W = 32, 32  # the tiny model's input
