@@ -245,3 +245,22 @@ def test_infer_needs_the_token_when_one_is_set(tiny_model_dir: Path, card: Model
             headers={"Authorization": "Bearer s3cret"},
         )
         assert allowed.status_code == 200, allowed.text
+
+
+def test_oversized_bodies_get_a_413_with_the_protocol_error_body(
+    tiny_model_dir: Path, card: ModelCard
+) -> None:
+    """The body cap sits in the middleware, before routing: it still answers in v2's form."""
+    from classifier.serving.app import create_app
+
+    from .conftest import make_settings, wait_ready
+
+    app = create_app(make_settings(tiny_model_dir, max_upload_bytes=2048))
+    with TestClient(app) as c:
+        wait_ready(c)
+        response = c.post(f"/v2/models/{card.name}/infer", content=b"x" * 4096)
+        assert response.status_code == 413
+        assert list(response.json()) == ["error"]
+        assert "CLASSIFIER_MAX_UPLOAD_BYTES" in response.json()["error"]
+        native = c.post("/v1/predict", content=b"x" * 4096)
+        assert native.json()["code"] == "payload_too_large"  # the native form is unchanged
