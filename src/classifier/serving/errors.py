@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from classifier.serving.observability import BodyTooLarge, current_request_id
@@ -124,6 +125,14 @@ V2_PREFIX = "/v2"
 def is_v2(path: str) -> bool:
     """Whether `path` belongs to the Open Inference Protocol (its error body differs)."""
     return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def validation_problems(exc: ValidationError, most: int = 5) -> str:
+    """A body's first few schema violations as one line: `images.0.data: Field required; ...`."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+        for err in exc.errors()[:most]
+    )
 
 
 def error_response(

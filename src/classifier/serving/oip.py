@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, Field, ValidationError
 
-from classifier.serving.errors import BadInferenceRequest, TooManyImages
+from classifier.serving.errors import BadInferenceRequest, TooManyImages, validation_problems
 from classifier.serving.ood import Flag
 
 IMAGE_INPUT = "image"  # BYTES [N]: encoded image files
@@ -163,11 +163,7 @@ def parse_request(body: bytes, header_length: str | None) -> tuple[InferenceRequ
     try:
         request = InferenceRequest.model_validate_json(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors()[:5]
-        )
-        raise _bad(f"not an inference request ({problems})") from exc
+        raise _bad(f"not an inference request ({validation_problems(exc)})") from exc
     if len(request.inputs) != 1:
         raise _bad(
             f"{len(request.inputs)} inputs: send exactly one, {IMAGE_INPUT!r} (BYTES, encoded "

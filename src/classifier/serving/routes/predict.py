@@ -24,6 +24,7 @@ from classifier.serving.errors import (
     TooManyImages,
     Unauthorized,
     UnsupportedMediaType,
+    validation_problems,
 )
 from classifier.serving.inference import predict_images
 from classifier.serving.schemas import (
@@ -116,12 +117,9 @@ def _json_images(body: bytes, limit: int) -> list[tuple[str, bytes]]:
     try:
         parsed = PredictJSONRequest.model_validate_json(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors()[:5]
-        )
         raise InvalidInput(
-            f'invalid JSON request ({problems}); expected {{"images": [{{"data": "<base64>"}}]}}'
+            f"invalid JSON request ({validation_problems(exc)}); expected"
+            ' {"images": [{"data": "<base64>"}]}'
         ) from exc
     if len(parsed.images) > limit:
         raise TooManyImages(
