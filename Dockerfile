@@ -77,8 +77,7 @@ ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     TMPDIR=/tmp \
-    CLASSIFIER_MODEL_PATH=/opt/model/model.tflite \
-    CLASSIFIER_MODEL_CARD_PATH=/opt/model/model_card.json \
+    CLASSIFIER_MODEL_DIR=/opt/model \
     CLASSIFIER_PORT=8080
 
 # OCI annotations (https://github.com/opencontainers/image-spec/blob/main/annotations.md) and

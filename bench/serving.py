@@ -292,8 +292,7 @@ def start(
 def start_service(model_dir: Path, workdir: Path, name: str, **settings: str) -> Server:
     port = free_port()
     env = {
-        "CLASSIFIER_MODEL_PATH": str(model_dir / "model.tflite"),
-        "CLASSIFIER_MODEL_CARD_PATH": str(model_dir / "model_card.json"),
+        "CLASSIFIER_MODEL_DIR": str(model_dir),
         "CLASSIFIER_HOST": "127.0.0.1",
         "CLASSIFIER_PORT": str(port),
         "CLASSIFIER_LOG_LEVEL": "warning",

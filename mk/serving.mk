@@ -28,8 +28,7 @@ vegeta: $(VEGETA) ## build the pinned vegeta load generator into .tools/bin
 serve: setup ## run the service on models/ (the pipeline's output) at 127.0.0.1:8080
 	@test -f $(SERVE_MODEL_DIR)/model.tflite -a -f $(SERVE_MODEL_DIR)/model_card.json || \
 	  { echo "no model in $(SERVE_MODEL_DIR)/: run 'make run' (the pipeline) first"; exit 1; }
-	CLASSIFIER_MODEL_PATH=$(SERVE_MODEL_DIR)/model.tflite \
-	CLASSIFIER_MODEL_CARD_PATH=$(SERVE_MODEL_DIR)/model_card.json \
+	CLASSIFIER_MODEL_DIR=$(SERVE_MODEL_DIR) \
 	CLASSIFIER_HOST=$(SERVE_HOST) CLASSIFIER_PORT=$(SERVE_PORT) \
 	  $(BIN)/python -m classifier.serving
 

@@ -28,6 +28,7 @@ from classifier.imaging import preprocess
 from classifier.model_card import HEADLINE_METRICS, ModelCard
 
 from .conftest import (
+    LOCKED_DOWN,
     ROOT,
     TEST_MODEL_DIR,
     Container,
@@ -138,6 +139,22 @@ def test_image_runs_as_fixed_non_root_user_with_exec_entrypoint(
     assert image_config["Entrypoint"] == ["/opt/venv/bin/python", "-m", "classifier.serving"]
     ids = run_in_image(pushed_image, "-c", "import os; print(os.getuid(), os.getgid())")
     assert ids.split() == ["10001", "10001"]
+
+
+def test_image_names_its_model_folder_once(
+    image_config: dict[str, Any], pushed_image: PushedImage
+) -> None:
+    env = dict(item.split("=", 1) for item in image_config["Env"])
+    assert env["CLASSIFIER_MODEL_DIR"] == "/opt/model"
+    assert "CLASSIFIER_MODEL_PATH" not in env
+    assert "CLASSIFIER_MODEL_CARD_PATH" not in env
+    # A wrong folder stops the start at once with the reason, not as a pod that never gets ready.
+    wrong = docker(
+        "run", "--rm", *LOCKED_DOWN, "--env", "CLASSIFIER_MODEL_DIR=/opt/nowhere",
+        pushed_image.by_digest, check=False, timeout=120,
+    )  # fmt: skip
+    assert wrong.returncode == 1
+    assert "model folder /opt/nowhere does not exist: set CLASSIFIER_MODEL_DIR" in wrong.stderr
 
 
 # ---------------------------------------------------------------------------------------------

@@ -19,9 +19,10 @@ Rendered = dict[str, list[dict[str, Any]]]
 ENVS = manifests.ENVIRONMENTS
 # The service's settings (docs/architecture.md, "Service contract"), without the prefix.
 CONTRACT_SETTINGS = {
-    "MODEL_PATH", "MODEL_CARD_PATH", "PORT", "HOST", "LOG_LEVEL", "INFERENCE_THREADS",
+    "MODEL_DIR", "PORT", "HOST", "LOG_LEVEL", "INFERENCE_THREADS",
     "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_UPLOAD_BYTES", "MAX_IMAGES_PER_REQUEST",
     "API_TOKEN", "SHUTDOWN_TIMEOUT_S", "MAX_IMAGE_PIXELS",
+    "OOD_ACTION", "OOD_MAX_ASPECT_RATIO", "OOD_MIN_PIXEL_STD",
 }  # fmt: skip
 
 

@@ -29,8 +29,7 @@ def card(tiny_model_dir: Path) -> ModelCard:
 
 def make_settings(model_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
-        "model_path": model_dir / "model.tflite",
-        "model_card_path": model_dir / "model_card.json",
+        "model_dir": model_dir,
         "host": "127.0.0.1",
         "inference_threads": 1,
     }

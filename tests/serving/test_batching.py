@@ -20,12 +20,7 @@ from .conftest import make_settings, png_bytes, wait_ready
 def _run(
     tiny_model_dir: Path, max_batch_size: int, max_wait_ms: float
 ) -> tuple[list[np.ndarray], np.ndarray, Metrics]:
-    model = LiteRTModel(
-        tiny_model_dir / "model.tflite",
-        tiny_model_dir / "model_card.json",
-        threads=1,
-        max_batch=max_batch_size,
-    )
+    model = LiteRTModel(tiny_model_dir, threads=1, max_batch=max_batch_size)
     model.load()
     metrics = Metrics()
     rng = np.random.default_rng(1)

@@ -46,7 +46,7 @@ def test_readyz_stays_503_with_reason_when_model_file_is_missing(tmp_path: Path)
                 break
             response = client.get("/readyz")
         assert response.status_code == 503
-        assert "model card not found" in response.json()["reason"]
+        assert "has no model.tflite and no model_card.json" in response.json()["reason"]
         assert client.get("/livez").status_code == 200
 
 

@@ -15,9 +15,7 @@ from classifier.serving.runtime import LiteRTModel, ModelLoadError
 
 
 def _model(directory: Path, max_batch: int = 4) -> LiteRTModel:
-    return LiteRTModel(
-        directory / "model.tflite", directory / "model_card.json", threads=1, max_batch=max_batch
-    )
+    return LiteRTModel(directory, threads=1, max_batch=max_batch)
 
 
 def test_load_sets_ready_and_predicts_any_batch_size(tiny_model_dir: Path) -> None:
@@ -68,9 +66,21 @@ def test_load_refuses_a_file_that_is_not_a_model(tiny_model_dir: Path, tmp_path:
         _model(tmp_path).load()
 
 
-def test_load_refuses_missing_files(tiny_model_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="model card not found"):
+def test_load_names_what_is_missing_from_the_model_folder(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    fix = "set CLASSIFIER_MODEL_DIR to the folder that holds model.tflite and model_card.json"
+    with pytest.raises(ModelLoadError, match=rf"{tmp_path / 'nowhere'} does not exist: {fix}"):
+        _model(tmp_path / "nowhere").load()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ModelLoadError, match="is not a folder"):
+        _model(tmp_path / "file").load()
+    with pytest.raises(ModelLoadError, match=r"has no model\.tflite and no model_card\.json"):
         _model(tmp_path).load()
     shutil.copy(tiny_model_dir / "model_card.json", tmp_path)
-    with pytest.raises(ModelLoadError, match="model file not found"):
+    with pytest.raises(ModelLoadError, match=rf"has no model\.tflite: {fix}"):
+        _model(tmp_path).load()
+    (tmp_path / "model_card.json").unlink()
+    shutil.copy(tiny_model_dir / "model.tflite", tmp_path)
+    with pytest.raises(ModelLoadError, match=r"has no model_card\.json: "):
         _model(tmp_path).load()

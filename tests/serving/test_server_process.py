@@ -19,6 +19,8 @@ import pytest
 
 from .conftest import png_bytes
 
+READY_TIMEOUT_S = 120
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -37,8 +39,7 @@ def start_server(model_dir: Path, log_path: Path, **env: str) -> Server:
     port = _free_port()
     environ = {
         **os.environ,
-        "CLASSIFIER_MODEL_PATH": str(model_dir / "model.tflite"),
-        "CLASSIFIER_MODEL_CARD_PATH": str(model_dir / "model_card.json"),
+        "CLASSIFIER_MODEL_DIR": str(model_dir),
         "CLASSIFIER_HOST": "127.0.0.1",
         "CLASSIFIER_PORT": str(port),
         **env,
@@ -53,7 +54,8 @@ def start_server(model_dir: Path, log_path: Path, **env: str) -> Server:
             text=True,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    # Generous: on a machine crowded by other jobs, importing the service alone can take 30 s.
+    deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise AssertionError(
@@ -67,7 +69,7 @@ def start_server(model_dir: Path, log_path: Path, **env: str) -> Server:
             pass
         time.sleep(0.05)
     process.kill()
-    raise AssertionError(f"server not ready in 30 s: {log_path.read_text()}")
+    raise AssertionError(f"server not ready in {READY_TIMEOUT_S} s: {log_path.read_text()}")
 
 
 def stop(server: Server) -> int:
@@ -180,3 +182,51 @@ def test_sigterm_finishes_in_flight_requests_then_exits_zero(
     assert server.process.wait(timeout=30) == 0
     log = (tmp_path / "server.log").read_text()
     assert "service stopped" in log
+
+
+def _start_and_fail(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "classifier.serving"],
+        env={**os.environ, "CLASSIFIER_HOST": "127.0.0.1", "CLASSIFIER_PORT": "1", **environ},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("present", "says"),
+    [
+        ((), "does not exist"),
+        (("model_card.json",), "has no model.tflite: set CLASSIFIER_MODEL_DIR"),
+        (("model.tflite",), "has no model_card.json: set CLASSIFIER_MODEL_DIR"),
+    ],
+)
+def test_start_refuses_a_model_folder_without_both_files(
+    tiny_model_dir: Path, tmp_path: Path, present: tuple[str, ...], says: str
+) -> None:
+    """Exit 1 at once with one line saying what is missing and which variable to fix, before
+    listening (port 1 would need root: a server that got as far as binding would say so)."""
+    model_dir = tmp_path / "model"
+    if present:
+        model_dir.mkdir()
+    for name in present:
+        (model_dir / name).write_bytes((tiny_model_dir / name).read_bytes())
+    result = _start_and_fail({"CLASSIFIER_MODEL_DIR": str(model_dir)})
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip().splitlines()[-1].startswith(f"cannot start: model folder {model_dir}")
+    )
+    assert says in result.stderr
+
+
+def test_start_refuses_the_replaced_path_settings(tiny_model_dir: Path) -> None:
+    result = _start_and_fail(
+        {
+            "CLASSIFIER_MODEL_DIR": str(tiny_model_dir),
+            "CLASSIFIER_MODEL_PATH": str(tiny_model_dir / "model.tflite"),
+        }
+    )
+    assert result.returncode == 1
+    assert "no longer read: CLASSIFIER_MODEL_PATH (use CLASSIFIER_MODEL_DIR)" in result.stderr

@@ -18,8 +18,9 @@ def test_defaults_follow_the_service_contract(monkeypatch: pytest.MonkeyPatch) -
         if name.startswith("CLASSIFIER_"):
             monkeypatch.delenv(name)
     settings = Settings()
+    assert settings.model_dir == Path("/opt/model")
     assert settings.model_path == Path("/opt/model/model.tflite")
-    assert settings.model_card_path == Path("/opt/model/model_card.json")
+    assert settings.card_path == Path("/opt/model/model_card.json")
     assert (settings.host, settings.port) == ("0.0.0.0", 8080)  # noqa: S104 (the contract)
     assert settings.api_token is None
     assert settings.threads >= 1
@@ -27,8 +28,7 @@ def test_defaults_follow_the_service_contract(monkeypatch: pytest.MonkeyPatch) -
 
 def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     env = {
-        "CLASSIFIER_MODEL_PATH": "/m/x.tflite",
-        "CLASSIFIER_MODEL_CARD_PATH": "/m/card.json",
+        "CLASSIFIER_MODEL_DIR": "/m",
         "CLASSIFIER_PORT": "9000",
         "CLASSIFIER_HOST": "127.0.0.1",
         "CLASSIFIER_LOG_LEVEL": "debug",
@@ -42,8 +42,7 @@ def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> N
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     s = Settings()
-    assert s.model_path == Path("/m/x.tflite")
-    assert s.model_card_path == Path("/m/card.json")
+    assert (s.model_path, s.card_path) == (Path("/m/model.tflite"), Path("/m/model_card.json"))
     assert (s.port, s.host, s.log_level, s.threads) == (9000, "127.0.0.1", "debug", 3)
     assert (s.max_batch_size, s.max_batch_wait_ms) == (8, 2.5)
     assert (s.max_upload_bytes, s.max_images_per_request) == (2048, 4)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -13,7 +14,8 @@ from pydantic import ValidationError
 
 from classifier.serving.app import create_app
 from classifier.serving.observability import logging_config
-from classifier.serving.settings import Settings
+from classifier.serving.runtime import ModelLoadError, check_model_dir
+from classifier.serving.settings import REPLACED, Settings
 
 
 class GracefulServer(uvicorn.Server):
@@ -40,6 +42,9 @@ class GracefulServer(uvicorn.Server):
 
 
 def main() -> None:
+    replaced = [f"{old} (use {new})" for old, new in REPLACED.items() if old in os.environ]
+    if replaced:
+        sys.exit(f"invalid settings: no longer read: {', '.join(replaced)}")
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -49,6 +54,10 @@ def main() -> None:
             for err in exc.errors()
         )
         sys.exit(f"invalid settings: {problems}")
+    try:
+        check_model_dir(settings.model_dir)  # fail at once, not as a pod that never gets ready
+    except ModelLoadError as exc:
+        sys.exit(f"cannot start: {exc}")
     app = create_app(settings)
     # One process per pod (scale out with the HPA): no uvicorn workers.
     config = uvicorn.Config(

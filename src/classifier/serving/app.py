@@ -7,15 +7,30 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from classifier.serving import __version__
 from classifier.serving.batching import Predictor
-from classifier.serving.errors import PayloadTooLarge, error_response, install_error_handlers
-from classifier.serving.observability import ASGIApp, Metrics, ObservabilityMiddleware
-from classifier.serving.routes import health, metrics, model, predict
+from classifier.serving.errors import (
+    PayloadTooLarge,
+    error_response,
+    install_error_handlers,
+    is_v2,
+)
+from classifier.serving.observability import (
+    ASGIApp,
+    Metrics,
+    ObservabilityMiddleware,
+    Receive,
+    Scope,
+    Send,
+)
+from classifier.serving.oip import InferenceRequest
+from classifier.serving.routes import health, metrics, model, predict, v2_health, v2_models
 from classifier.serving.runtime import LiteRTModel, ModelLoadError
+from classifier.serving.schemas import PredictJSONRequest
 from classifier.serving.settings import Settings
 from classifier.serving.state import ServiceState
 
@@ -26,16 +41,24 @@ Classifies electroluminescence images of solar cells (ELPV) as functional or def
 
 `POST /v1/predict` takes one or several images as multipart (`files` parts) or as JSON with
 base64 data; every error is a JSON body with a stable `code` (see docs/serving.md).
+
+`/v2/...` is the Open Inference Protocol (KServe v2 REST), for KServe, Triton and Seldon
+clients: `POST /v2/models/{name}/infer` takes encoded images (BYTES input `image`) or
+preprocessed rows (FP32 input `input`); errors there are `{"error": "..."}`.
 """
 
 
 def _too_large(declared: int, limit: int) -> ASGIApp:
-    return error_response(
-        413,
-        PayloadTooLarge.code,
+    message = (
         f"request body is {declared} bytes, over the limit of {limit} bytes "
-        "(CLASSIFIER_MAX_UPLOAD_BYTES); send fewer or smaller images per request",
+        "(CLASSIFIER_MAX_UPLOAD_BYTES); send fewer or smaller images per request"
     )
+
+    async def respond(scope: Scope, receive: Receive, send: Send) -> None:
+        v2 = is_v2(str(scope.get("path", "")))
+        await error_response(413, PayloadTooLarge.code, message, v2=v2)(scope, receive, send)
+
+    return respond
 
 
 async def _load_model(service: ServiceState) -> None:
@@ -54,15 +77,31 @@ async def _load_model(service: ServiceState) -> None:
     service.metrics.model_load_seconds.set(service.model.load_seconds or 0.0)
 
 
+def _document_raw_bodies(app: FastAPI) -> None:
+    """Add the schemas of bodies that routes parse themselves (to map every failure to their
+    own errors) to the OpenAPI components their request bodies refer to."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for body in (PredictJSONRequest, InferenceRequest):
+                schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
+                schemas.update(schema.pop("$defs", {}))
+                schemas[body.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     threads = settings.threads
     metrics_ = Metrics()
     model_ = LiteRTModel(
-        settings.model_path,
-        settings.model_card_path,
-        threads=settings.model_threads,
-        max_batch=settings.max_batch_size,
+        settings.model_dir, threads=settings.model_threads, max_batch=settings.max_batch_size
     )
     service = ServiceState(
         settings=settings,
@@ -102,8 +141,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.service = service
     install_error_handlers(app)
-    for router in (health.router, model.router, predict.router, metrics.router):
+    for router in (
+        health.router,
+        model.router,
+        predict.router,
+        metrics.router,
+        v2_health.router,
+        v2_models.router,
+    ):
         app.include_router(router)
+    _document_raw_bodies(app)
     app.add_middleware(
         ObservabilityMiddleware,
         metrics=metrics_,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -30,6 +31,12 @@ log = logging.getLogger("classifier.serving")
 ALLOWED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP", "WEBP", "GIF")
 
 
+class Decoded(NamedTuple):
+    row: npt.NDArray[np.float32]  # (H, W, channels) float32, the model's input
+    width: int  # of the file, before preprocessing
+    height: int
+
+
 def decode_image(
     data: bytes,
     *,
@@ -37,8 +44,8 @@ def decode_image(
     size: tuple[int, int],
     max_pixels: int,
     channels: tuple[str, ...] = GRAY_ONLY,
-) -> npt.NDArray[np.float32]:
-    """Validate and decode one image file; return its (H, W, channels) float32 model row."""
+) -> Decoded:
+    """Validate and decode one image file into its model row and its original dimensions."""
     if not data:
         raise EmptyImage(f"image {name!r} is empty (0 bytes)", image=name)
     try:
@@ -80,7 +87,7 @@ def decode_image(
                 image=name,
             ) from exc
         try:
-            return preprocess(image, size, channels)
+            return Decoded(preprocess(image, size, channels), width, height)
         except UnsupportedImageMode as exc:
             raise UnsupportedImage(
                 f"image {name!r} has pixel mode {image.mode!r}, which cannot be mapped to "

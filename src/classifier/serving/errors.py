@@ -1,8 +1,10 @@
 """Typed errors of the service and the one place that maps them to HTTP responses.
 
-Every error body has the same shape (`ErrorResponse`): a stable machine-readable `code`, a
-sentence for people saying what is wrong and how to fix it, the request id, and (for requests
-with several images) which image failed.
+Every error body of the native API has the same shape (`ErrorResponse`): a stable
+machine-readable `code`, a sentence for people saying what is wrong and how to fix it, the
+request id, and (for requests with several images) which image failed. Under `/v2` (the Open
+Inference Protocol) the same errors keep their status and use that protocol's body,
+`{"error": "<message>"}`, which its clients read.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, ClassVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from classifier.serving.observability import BodyTooLarge, current_request_id
@@ -51,6 +54,24 @@ class CorruptImage(InvalidInput):
     """A known image format whose data does not decode (truncated, damaged)."""
 
     code = "corrupt_image"
+
+
+class OutOfDistribution(InvalidInput):
+    """An input unlike the training images, refused because CLASSIFIER_OOD_ACTION=refuse."""
+
+    code = "out_of_distribution"
+
+
+class BadInferenceRequest(ServiceError):
+    """An Open Inference Protocol request that does not follow the protocol or the model."""
+
+    status_code = 400
+    code = "bad_inference_request"
+
+
+class UnknownModel(ServiceError):
+    status_code = 404
+    code = "unknown_model"
 
 
 class UnsupportedImage(ServiceError):
@@ -98,6 +119,22 @@ class ModelNotReady(ServiceError):
         super().__init__(message, headers={"Retry-After": "1"})
 
 
+V2_PREFIX = "/v2"
+
+
+def is_v2(path: str) -> bool:
+    """Whether `path` belongs to the Open Inference Protocol (its error body differs)."""
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
+
+
+def validation_problems(exc: ValidationError, most: int = 5) -> str:
+    """A body's first few schema violations as one line: `images.0.data: Field required; ...`."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
+        for err in exc.errors()[:most]
+    )
+
+
 def error_response(
     status_code: int,
     code: str,
@@ -106,7 +143,10 @@ def error_response(
     image: str | None = None,
     headers: dict[str, str] | None = None,
     details: list[dict[str, Any]] | None = None,
+    v2: bool = False,
 ) -> JSONResponse:
+    if v2:
+        return JSONResponse({"error": message}, status_code=status_code, headers=headers)
     body = ErrorResponse(
         code=code,
         message=message,
@@ -131,7 +171,12 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     if exc.status_code >= 500:
         log.warning("request failed: %s", exc.message, extra={"error_code": exc.code})
     return error_response(
-        exc.status_code, exc.code, exc.message, image=exc.image, headers=exc.headers
+        exc.status_code,
+        exc.code,
+        exc.message,
+        image=exc.image,
+        headers=exc.headers,
+        v2=is_v2(request.url.path),
     )
 
 
@@ -141,6 +186,7 @@ async def _body_too_large(request: Request, exc: Exception) -> JSONResponse:
         413,
         PayloadTooLarge.code,
         f"{exc}; send fewer or smaller images (limit: CLASSIFIER_MAX_UPLOAD_BYTES)",
+        v2=is_v2(request.url.path),
     )
 
 
@@ -149,7 +195,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     codes = {404: "not_found", 405: "method_not_allowed"}
     code = codes.get(exc.status_code, f"http_{exc.status_code}")
     _count(request, code)
-    return error_response(exc.status_code, code, str(exc.detail), headers=dict(exc.headers or {}))
+    return error_response(
+        exc.status_code,
+        code,
+        str(exc.detail),
+        headers=dict(exc.headers or {}),
+        v2=is_v2(request.url.path),
+    )
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -159,6 +211,9 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", ""))}
         for err in exc.errors()
     ]
+    if is_v2(request.url.path):
+        problems = "; ".join(f"{'.'.join(d['loc'])}: {d['msg']}" for d in details[:5])
+        return error_response(400, "invalid_input", f"invalid request: {problems}", v2=True)
     return error_response(
         422, "invalid_input", "the request does not match the API schema", details=details
     )
@@ -168,7 +223,9 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     # A bug, not bad input: log the traceback, tell the client nothing internal.
     _count(request, "internal_error")
     log.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal_error", "internal error; see the server log")
+    return error_response(
+        500, "internal_error", "internal error; see the server log", v2=is_v2(request.url.path)
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -27,6 +27,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
+from classifier.serving.ood import REASONS as OOD_REASONS
+
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -152,6 +154,15 @@ class Metrics:
         self.predictions = Counter(
             "classifier_predictions", "Predicted labels (watch for drift).", ["label"], registry=r
         )
+        self.out_of_distribution = Counter(
+            "classifier_out_of_distribution",
+            "Inputs unlike the training images, by reason (flagged or refused; one input can "
+            "count under several reasons).",
+            ["reason"],
+            registry=r,
+        )
+        for reason in OOD_REASONS:  # every series exists from the start, at 0
+            self.out_of_distribution.labels(reason)
         self.model_info = Gauge(
             "classifier_model_info",
             "The loaded model (value 1); labels identify it.",

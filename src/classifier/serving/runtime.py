@@ -23,6 +23,7 @@ from ai_edge_litert.interpreter import Interpreter
 from classifier.imaging import UnknownChannel, check_channels
 from classifier.model_card import ModelCard, ModelCardError
 from classifier.serving.errors import ModelNotReady
+from classifier.serving.settings import CARD_FILE, MODEL_FILE
 
 log = logging.getLogger("classifier.serving")
 
@@ -31,12 +32,31 @@ class ModelLoadError(RuntimeError):
     """The model or its card cannot be loaded: the service must not become ready."""
 
 
+def check_model_dir(directory: Path) -> None:
+    """Raise ModelLoadError naming what is missing from the model folder and how to fix it."""
+    fix = (
+        "set CLASSIFIER_MODEL_DIR to the folder that holds model.tflite and model_card.json "
+        "(the pipeline writes them to models/, the image carries them in /opt/model)"
+    )
+    if not directory.exists():
+        raise ModelLoadError(f"model folder {directory} does not exist: {fix}")
+    if not directory.is_dir():
+        raise ModelLoadError(f"model folder {directory} is not a folder: {fix}")
+    missing = [name for name in (MODEL_FILE, CARD_FILE) if not (directory / name).is_file()]
+    if missing:
+        raise ModelLoadError(
+            f"model folder {directory} has no {' and no '.join(missing)}: {fix}; "
+            "the two are written together by `python -m classifier.pipeline.export`"
+        )
+
+
 class LiteRTModel:
     """Loads the exported model and runs batches of preprocessed images through it."""
 
-    def __init__(self, model_path: Path, card_path: Path, *, threads: int, max_batch: int) -> None:
-        self.model_path = model_path
-        self.card_path = card_path
+    def __init__(self, model_dir: Path, *, threads: int, max_batch: int) -> None:
+        self.model_dir = model_dir
+        self.model_path = model_dir / MODEL_FILE
+        self.card_path = model_dir / CARD_FILE
         self.threads = threads
         self.max_batch = max_batch
         self.ready = False
@@ -72,12 +92,11 @@ class LiteRTModel:
         if self.ready:  # idempotent: a second load must not swap the interpreter under traffic
             return
         started = time.perf_counter()
+        check_model_dir(self.model_dir)
         try:
             card = ModelCard.load(self.card_path)
         except ModelCardError as exc:
             raise ModelLoadError(str(exc)) from exc
-        if not self.model_path.is_file():
-            raise ModelLoadError(f"model file not found: {self.model_path}")
         try:
             interpreter = Interpreter(model_path=str(self.model_path), num_threads=self.threads)
         except ValueError as exc:

@@ -27,11 +27,24 @@ class Readiness(BaseModel):
     reason: str | None = None
 
 
+class OutOfDistributionFlag(BaseModel):
+    reason: Literal["small_image", "aspect_ratio", "near_constant", "value_range"] = Field(
+        description="which test the input failed (docs/serving.md, 'Inputs the model was not "
+        "trained for'); also the `reason` label of classifier_out_of_distribution_total"
+    )
+    message: str = Field(description="what was measured, against which limit")
+
+
 class Prediction(BaseModel):
     image: str = Field(description="the upload's filename, the JSON item's name, or its index")
     probability: float = Field(ge=0.0, le=1.0, description="P(defective)")
     label: str = Field(description="defective when probability > the model card's threshold")
     model_version: str
+    out_of_distribution: list[OutOfDistributionFlag] = Field(
+        default_factory=list,
+        description="why this image is unlike the training images (empty when it is not); "
+        "treat the probability of a flagged image with suspicion",
+    )
 
 
 class PredictResponse(BaseModel):

@@ -15,6 +15,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from classifier.serving.cpu import available_cpus
 
 MiB = 1024 * 1024
+# The names export writes into the model folder (and the image copies to /opt/model).
+MODEL_FILE = "model.tflite"
+CARD_FILE = "model_card.json"
+# Settings this service no longer reads; start-up refuses them rather than ignore them.
+REPLACED = {
+    "CLASSIFIER_MODEL_PATH": "CLASSIFIER_MODEL_DIR",
+    "CLASSIFIER_MODEL_CARD_PATH": "CLASSIFIER_MODEL_DIR",
+}
 
 
 class Settings(BaseSettings):
@@ -25,22 +33,24 @@ class Settings(BaseSettings):
         env_prefix="CLASSIFIER_", protected_namespaces=(), extra="ignore", frozen=True
     )
 
-    model_path: Path = Path("/opt/model/model.tflite")
-    model_card_path: Path = Path("/opt/model/model_card.json")
+    # The folder holding model.tflite and model_card.json. Export writes the two together and
+    # the card describes that one model, so they travel as one folder and are named once.
+    model_dir: Path = Path("/opt/model")
     # 0.0.0.0 is the contract for the container (the pod IP); run locally with HOST=127.0.0.1.
     host: str = "0.0.0.0"  # noqa: S104
     port: Annotated[int, Field(ge=1, le=65535)] = 8080
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # None = the CPUs this process may use (cgroup cpu.max quota, else its affinity mask).
     inference_threads: Annotated[int | None, Field(ge=1, le=256)] = None
-    # Threads inside each LiteRT call. None = INFERENCE_THREADS. On 2 free cores the model runs
-    # 2x faster on 2 threads (1184 vs 610 img/s) and the service serves as much or more (c=1 p50
-    # 3.1 vs 4.4 ms); on cores contended by other work, 1 thread costs ~10 % less CPU per image.
-    # Set 1 on crowded nodes (docs/serving.md, "Where the time goes").
+    # Threads inside each LiteRT call. None = INFERENCE_THREADS: with cores free, XNNPACK
+    # splits the convolutions across them and latency drops; on nodes crowded by other work
+    # the extra thread has no core to run on and only adds hand-overs, so set 1 there
+    # (measurements in docs/serving.md, "Where the time goes").
     interpreter_threads: Annotated[int | None, Field(ge=1, le=256)] = None
     # Micro-batching: concurrent requests are coalesced into one model call of at most this many
-    # images; 1 turns it off. Interleaved A/B on 2 cores: +13 % req/s at concurrency 16, even at
-    # 4, for ~20 MiB more RSS (docs/serving.md, "Micro-batching: the decision").
+    # images; 1 turns it off. Coalescing saves per-call overhead when requests pile up, at the
+    # cost of one more thread hop per request and an interpreter arena sized for the largest
+    # batch (the A/B runs behind this default: docs/serving.md, "Micro-batching: the decision").
     max_batch_size: Annotated[int, Field(ge=1, le=256)] = 16
     # How long the first request of a batch waits for company. 0 = take only what is already
     # queued (adds no latency at low load; batches still form under load).
@@ -57,6 +67,24 @@ class Settings(BaseSettings):
     # Seconds uvicorn waits for in-flight requests after SIGTERM (keep below the pod's
     # terminationGracePeriodSeconds minus the preStop sleep).
     shutdown_timeout_s: Annotated[int, Field(ge=1)] = 20
+
+    # Inputs unlike the training images (classifier/serving/ood.py says why each test holds):
+    # "flag" answers with the reasons in the response, "refuse" answers 422 instead.
+    ood_action: Literal["flag", "refuse"] = "flag"
+    # Longer side / shorter side above which an image is not one cell. Training cells are all
+    # square; the margin admits crops a little off square, not half-cells (2:1) or strips.
+    ood_max_aspect_ratio: Annotated[float, Field(ge=1.0)] = 1.5
+    # Pixel standard deviation (0-1 scale, after preprocessing) under which an image counts as
+    # blank: a fraction of the least-varied training cell's, so no real cell comes near it.
+    ood_min_pixel_std: Annotated[float, Field(ge=0.0, le=1.0)] = 0.005
+
+    @property
+    def model_path(self) -> Path:
+        return self.model_dir / MODEL_FILE
+
+    @property
+    def card_path(self) -> Path:
+        return self.model_dir / CARD_FILE
 
     @property
     def threads(self) -> int:

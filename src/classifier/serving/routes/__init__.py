@@ -1,1 +1,2 @@
-"""One router per resource: health (probes), model (metadata), predict, metrics."""
+"""One router per resource: health (probes), model (metadata), predict, metrics, and the Open
+Inference Protocol's v2_health (server) and v2_models (model metadata, readiness, inference)."""

@@ -7,33 +7,34 @@ while streaming reaches the error handler, and both content types share one endp
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hmac
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Depends, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from classifier.serving.decoding import ALLOWED_FORMATS, decode_image
+from classifier.serving.decoding import ALLOWED_FORMATS
 from classifier.serving.errors import (
     InvalidInput,
     ModelNotReady,
     TooManyImages,
     Unauthorized,
     UnsupportedMediaType,
+    validation_problems,
 )
+from classifier.serving.inference import predict_images
 from classifier.serving.schemas import (
     ErrorResponse,
+    OutOfDistributionFlag,
     Prediction,
     PredictJSONRequest,
     PredictResponse,
 )
-from classifier.serving.state import Service, ServiceState
+from classifier.serving.state import Service
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -116,12 +117,9 @@ def _json_images(body: bytes, limit: int) -> list[tuple[str, bytes]]:
     try:
         parsed = PredictJSONRequest.model_validate_json(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}"
-            for err in exc.errors()[:5]
-        )
         raise InvalidInput(
-            f'invalid JSON request ({problems}); expected {{"images": [{{"data": "<base64>"}}]}}'
+            f"invalid JSON request ({validation_problems(exc)}); expected"
+            ' {"images": [{"data": "<base64>"}]}'
         ) from exc
     if len(parsed.images) > limit:
         raise TooManyImages(
@@ -141,38 +139,6 @@ def _json_images(body: bytes, limit: int) -> list[tuple[str, bytes]]:
     return images
 
 
-async def _decode_and_predict(
-    service: ServiceState, images: list[tuple[str, bytes]]
-) -> np.ndarray[Any, np.dtype[np.float32]]:
-    """Decode + preprocess + predict, never on the event loop.
-
-    With micro-batching off, one worker thread decodes the request's images and calls the model
-    (serialised by the interpreter's lock): a single thread hop per request. With it on, images
-    are decoded in parallel on the pool and the rows go to the batcher. Each hop costs a wake-up
-    and a GIL hand-over; measured in docs/serving.md ("Micro-batching: the decision").
-    """
-    loop = asyncio.get_running_loop()
-    size, channels = service.model.input_size, service.model.input_channels
-    max_pixels = service.settings.max_image_pixels
-
-    def decode(item: tuple[str, bytes]) -> np.ndarray[Any, np.dtype[np.float32]]:
-        return decode_image(
-            item[1], name=item[0], size=size, max_pixels=max_pixels, channels=channels
-        )
-
-    predictor = service.predictor
-    if not predictor.batching:
-        return await loop.run_in_executor(
-            service.decode_pool,
-            predictor.predict_blocking,
-            lambda: np.stack([decode(item) for item in images]),
-        )
-    rows = await asyncio.gather(
-        *(loop.run_in_executor(service.decode_pool, decode, item) for item in images)
-    )
-    return await predictor.predict(np.stack(rows))
-
-
 @router.post(
     "/predict",
     response_model=PredictResponse,
@@ -182,7 +148,10 @@ async def _decode_and_predict(
         401: _error("missing or wrong bearer token (only when CLASSIFIER_API_TOKEN is set)"),
         413: _error("body, image count or image dimensions over the limits"),
         415: _error("not multipart or JSON, or not an image in a supported format/mode"),
-        422: _error("empty, truncated or damaged image; malformed multipart or JSON"),
+        422: _error(
+            "empty, truncated or damaged image; malformed multipart or JSON; an image unlike "
+            "the training images when CLASSIFIER_OOD_ACTION=refuse"
+        ),
         503: _error("the model is not loaded yet"),
     },
 )
@@ -206,17 +175,27 @@ async def predict(request: Request, service: Service, _auth: Authorized) -> Pred
     else:
         images = await _multipart_images(request, limit)
 
-    probabilities = await _decode_and_predict(service, images)
+    answer = await predict_images(service, images)
 
     card = service.model.card
     negative, positive = card.labels
     metrics = service.metrics
     metrics.images_per_request.observe(len(images))
     predictions = []
-    for (name, _data), probability in zip(images, probabilities.tolist(), strict=True):
+    for (name, _data), probability, flags in zip(
+        images, answer.probabilities.tolist(), answer.flags, strict=True
+    ):
         label = positive if probability > card.threshold else negative
         metrics.predictions.labels(label).inc()
         predictions.append(
-            Prediction(image=name, probability=probability, label=label, model_version=card.version)
+            Prediction(
+                image=name,
+                probability=probability,
+                label=label,
+                model_version=card.version,
+                out_of_distribution=[
+                    OutOfDistributionFlag(reason=f.reason, message=f.message) for f in flags
+                ],
+            )
         )
     return PredictResponse(predictions=predictions, model_version=card.version)
