@@ -213,8 +213,7 @@ def specs(png: bytes, model_dir: Path, threads: int, workdir: Path) -> list[Spec
 
     def ours(port: int, _work: Path) -> tuple[list[str], dict[str, str]]:
         return [sys.executable, "-m", "classifier.serving"], {
-            "CLASSIFIER_MODEL_PATH": str(model_dir / "model.tflite"),
-            "CLASSIFIER_MODEL_CARD_PATH": str(model_dir / "model_card.json"),
+            "CLASSIFIER_MODEL_DIR": str(model_dir),
             "CLASSIFIER_HOST": "127.0.0.1",
             "CLASSIFIER_PORT": str(port),
             "CLASSIFIER_LOG_LEVEL": "warning",
@@ -389,7 +388,7 @@ def in_process_cpu_ms(model_dir: Path, png: bytes, threads: int, n: int = 400) -
     card = ModelCard.load(model_dir / "model_card.json")
     size = (card.input.height, card.input.width)
     channels = card.input.channel_names
-    row = decode_image(png, name="cell", size=size, max_pixels=1 << 24, channels=channels)
+    row = decode_image(png, name="cell", size=size, max_pixels=1 << 24, channels=channels).row
     result = {}
     for label, t in ((f"model ({threads} threads)", threads), ("model (1 thread)", 1)):
         it = Interpreter(model_path=str(model_dir / "model.tflite"), num_threads=t)

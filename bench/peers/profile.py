@@ -172,8 +172,7 @@ def run_load(
 
 def service_env(model_dir: Path, port: int) -> dict[str, str]:
     return {
-        "CLASSIFIER_MODEL_PATH": str(model_dir / "model.tflite"),
-        "CLASSIFIER_MODEL_CARD_PATH": str(model_dir / "model_card.json"),
+        "CLASSIFIER_MODEL_DIR": str(model_dir),
         "CLASSIFIER_HOST": "127.0.0.1",
         "CLASSIFIER_PORT": str(port),
         "CLASSIFIER_LOG_LEVEL": "warning",
