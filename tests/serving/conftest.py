@@ -33,6 +33,8 @@ def make_settings(model_dir: Path, **overrides: object) -> Settings:
         "model_card_path": model_dir / "model_card.json",
         "host": "127.0.0.1",
         "inference_threads": 1,
+        # The service refuses to start without a token unless told that is intended.
+        "allow_unauthenticated": True,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -41,6 +41,7 @@ def start_server(model_dir: Path, log_path: Path, **env: str) -> Server:
         "CLASSIFIER_MODEL_CARD_PATH": str(model_dir / "model_card.json"),
         "CLASSIFIER_HOST": "127.0.0.1",
         "CLASSIFIER_PORT": str(port),
+        "CLASSIFIER_ALLOW_UNAUTHENTICATED": "true",
         **env,
     }
     # stdout is the JSON log; stderr gets only what native code (LiteRT) prints itself.
