@@ -142,7 +142,13 @@ class Predictor:
             if first.future.done():  # cancelled while queued: no model call for it
                 self._queue.task_done()
                 continue
-            batch = await self._gather(first)
+            gathered = await self._gather(first)
+            # Requests cancelled while the batch waited for company get no model call either.
+            batch = [p for p in gathered if not p.future.done()]
+            for _ in range(len(gathered) - len(batch)):
+                self._queue.task_done()
+            if not batch:
+                continue
             try:
                 rows = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
                 probabilities = await self._call_model(rows)
