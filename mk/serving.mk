@@ -1,6 +1,7 @@
 # The inference service: run it, benchmark it, soak it. See docs/serving.md.
 #
 #   make serve           run the service on the pipeline's output (models/) on 127.0.0.1:8080
+#                        (open, no token: set CLASSIFIER_API_TOKEN to try authentication)
 #   make bench-serving   raw vs served vs baselines -> docs/benchmarks.md section `serving`
 #   make soak            60 s at ~80 % of peak throughput: zero errors, flat memory
 #   make test-serving    the service's tests only (they are part of `make unit` too)
@@ -31,6 +32,7 @@ serve: setup ## run the service on models/ (the pipeline's output) at 127.0.0.1:
 	CLASSIFIER_MODEL_PATH=$(SERVE_MODEL_DIR)/model.tflite \
 	CLASSIFIER_MODEL_CARD_PATH=$(SERVE_MODEL_DIR)/model_card.json \
 	CLASSIFIER_HOST=$(SERVE_HOST) CLASSIFIER_PORT=$(SERVE_PORT) \
+	CLASSIFIER_ALLOW_UNAUTHENTICATED=$${CLASSIFIER_ALLOW_UNAUTHENTICATED:-true} \
 	  $(BIN)/python -m classifier.serving
 
 bench-serving: setup $(VEGETA) ## serving benchmark (raw vs served vs baselines, soak) -> docs/benchmarks.md

@@ -28,6 +28,7 @@ from classifier.imaging import preprocess
 from classifier.model_card import HEADLINE_METRICS, ModelCard
 
 from .conftest import (
+    LOCKED_DOWN,
     ROOT,
     TEST_MODEL_DIR,
     Container,
@@ -204,6 +205,13 @@ def test_container_becomes_ready_and_serves_its_card(container: Container) -> No
     baked = json.loads((TEST_MODEL_DIR / "model_card.json").read_text(encoding="utf-8"))
     assert served["version"] == baked["version"]
     assert served["data_hash"] == baked["data_hash"]
+
+
+def test_image_refuses_to_start_without_a_token(pushed_image: PushedImage) -> None:
+    """No CLASSIFIER_API_TOKEN and no CLASSIFIER_ALLOW_UNAUTHENTICATED: exit 1, one clear line."""
+    result = docker("run", "--rm", *LOCKED_DOWN, pushed_image.by_digest, check=False, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "invalid settings: no CLASSIFIER_API_TOKEN" in result.stderr
 
 
 def test_root_filesystem_is_read_only_and_tmp_writable(container: Container) -> None:
