@@ -5,6 +5,7 @@
 #   make bench-serving   raw vs served vs baselines -> docs/benchmarks.md section `serving`
 #   make soak            60 s at ~80 % of peak throughput: zero errors, flat memory
 #   make test-serving    the service's tests only (they are part of `make unit` too)
+#   make test-overload   load at 4x peak and the heaviest allowed requests on a server process
 SERVE_MODEL_DIR ?= models
 SERVE_HOST      ?= 127.0.0.1
 SERVE_PORT      ?= 8080
@@ -13,7 +14,7 @@ SERVE_PORT      ?= 8080
 VEGETA_VERSION := v12.13.0
 VEGETA         := $(TOOLS)/bin/vegeta-$(VEGETA_VERSION)
 
-.PHONY: serve bench-serving soak test-serving vegeta
+.PHONY: serve bench-serving soak test-serving test-overload vegeta
 
 $(VEGETA):
 	@echo ">> building vegeta $(VEGETA_VERSION) from the Go module proxy"
@@ -43,3 +44,6 @@ soak: setup $(VEGETA) ## 60 s at ~80 % of peak throughput: fails on any error or
 
 test-serving: setup ## the service's tests only
 	$(BIN)/pytest tests/serving
+
+test-overload: setup $(VEGETA) ## overload (vegeta, 4x peak) and worst-case memory tests, with figures
+	VEGETA=$(VEGETA) $(BIN)/pytest tests/serving/test_overload.py -m slow -s -q
