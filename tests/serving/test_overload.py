@@ -206,7 +206,7 @@ def _heaviest_image(seed: int, pixels: int, file_bytes: int) -> bytes:
     side = int(pixels**0.5)
     rng = np.random.default_rng(seed)
     pixels_array = np.zeros((side, side), np.uint8)
-    block = int((file_bytes * 0.98) ** 0.5)
+    block = int((file_bytes * 0.95) ** 0.5)
     pixels_array[:block, :block] = rng.integers(0, 256, (block, block), dtype=np.uint8)
     image = Image.fromarray(pixels_array).convert("P")
     image.putpalette(list(range(256)) * 3)

@@ -223,11 +223,14 @@ async def _decode_and_predict(
     summary="P(defective) and label for one or several images",
     openapi_extra={"requestBody": _REQUEST_BODY},
     responses={
-        401: _error("missing or wrong bearer token (only when CLASSIFIER_API_TOKEN is set)"),
+        401: _error("missing or wrong bearer token (open only if ALLOW_UNAUTHENTICATED)"),
         413: _error("body, image count or image dimensions over the limits"),
         415: _error("not multipart or JSON, or not an image in a supported format/mode"),
         422: _error("empty, truncated or damaged image; malformed multipart or JSON"),
-        503: _error("the model is not loaded yet"),
+        503: _error(
+            "the model is not loaded yet, too many requests in flight (overloaded) or the "
+            "request's deadline passed (deadline_exceeded); retry after Retry-After"
+        ),
     },
 )
 async def predict(request: Request, service: Service, _auth: Authorized) -> PredictResponse:
