@@ -24,6 +24,7 @@ import math
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Gauge
+from starlette.routing import Match
 
 from classifier.serving.errors import ServiceError, error_response
 from classifier.serving.observability import ASGIApp, Message, Metrics, Receive, Scope, Send
@@ -127,6 +128,18 @@ class Admission:
         self._gauge.set(self.in_flight)
 
 
+def _set_route(scope: Scope) -> None:
+    """Name the route of a request refused before routing, so the access log and the request
+    metrics count it under its route template, not as `unmatched`."""
+    if "route" in scope:
+        return
+    for route in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
+        match, _child = route.matches(scope)
+        if match == Match.FULL:
+            scope["route"] = route
+            return
+
+
 def _limited(scope: Scope) -> bool:
     return bool(scope["type"] == "http" and scope.get("method") == "POST")
 
@@ -143,6 +156,7 @@ class AdmissionMiddleware:
         self, error: ServiceError, scope: Scope, receive: Receive, send: Send
     ) -> None:
         self.metrics.errors.labels(error.code).inc()
+        _set_route(scope)
         await error_response(error.status_code, error.code, error.message, headers=error.headers)(
             scope, receive, send
         )
