@@ -205,14 +205,17 @@ def _heaviest_image(seed: int, pixels: int, file_bytes: int) -> bytes:
     `file_bytes` long (the rest compresses to nothing)."""
     side = int(pixels**0.5)
     rng = np.random.default_rng(seed)
-    pixels_array = np.zeros((side, side), np.uint8)
-    block = int((file_bytes * 0.95) ** 0.5)
-    pixels_array[:block, :block] = rng.integers(0, 256, (block, block), dtype=np.uint8)
-    image = Image.fromarray(pixels_array).convert("P")
-    image.putpalette(list(range(256)) * 3)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG", transparency=0)
-    return buffer.getvalue()
+    block = int(file_bytes**0.5)
+    while True:  # shrink the noise until the file fits (the zero area compresses to ~0)
+        pixels_array = np.zeros((side, side), np.uint8)
+        pixels_array[:block, :block] = rng.integers(0, 256, (block, block), dtype=np.uint8)
+        image = Image.fromarray(pixels_array).convert("P")
+        image.putpalette(list(range(256)) * 3)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", transparency=0)
+        if len(buffer.getvalue()) <= file_bytes:
+            return buffer.getvalue()
+        block = int(block * 0.98)
 
 
 def _worst_body(images: int, max_bytes: int, pixels: int) -> tuple[bytes, str]:
