@@ -136,8 +136,8 @@ def test_requests_beyond_the_limit_get_503_overloaded_at_once(slow_server: Serve
     assert _predict(slow_server.url).status_code == 200
     metrics = httpx.get(f"{slow_server.url}/metrics").text
     assert _metric(metrics, 'classifier_errors_total{code="overloaded"}') == 1
-    # Counted under its route, though refused before routing.
-    refused_label = 'method="POST",route="/v1/predict",status="503"'
+    # Counted as refused (it never reached routing), not as an unknown path.
+    refused_label = 'method="POST",route="refused",status="503"'
     assert _metric(metrics, f"classifier_http_requests_total{{{refused_label}}}") == 1
     assert _metric(metrics, "classifier_admission_limit") == 2
     assert _metric(metrics, "classifier_admission_in_flight") == 0

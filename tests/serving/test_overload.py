@@ -187,7 +187,7 @@ def test_overload_is_refused_cleanly_with_bounded_latency_and_memory(
     # machine is shared; without the limit the queue grows for the whole attack).
     assert _p(accepted, 99) < 2000
     # Nothing lost in flight: the server answered exactly what vegeta saw.
-    served = _metric_sum(metrics, "classifier_http_requests_total", route="/v1/predict")
+    served = _metric_sum(metrics, "classifier_http_requests_total", method="POST")
     assert served == len(results) + len(closed)
     assert _metric_sum(
         metrics, "classifier_http_requests_total", route="/v1/predict", status="200"

@@ -22,9 +22,9 @@ import asyncio
 import logging
 import math
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, Gauge
-from starlette.routing import Match
 
 from classifier.serving.errors import ServiceError, error_response
 from classifier.serving.observability import ASGIApp, Message, Metrics, Receive, Scope, Send
@@ -128,16 +128,14 @@ class Admission:
         self._gauge.set(self.in_flight)
 
 
+# The route label of requests refused before routing (bounded cardinality, unlike the path).
+_REFUSED_ROUTE = SimpleNamespace(path="refused")
+
+
 def _set_route(scope: Scope) -> None:
-    """Name the route of a request refused before routing, so the access log and the request
-    metrics count it under its route template, not as `unmatched`."""
-    if "route" in scope:
-        return
-    for route in getattr(getattr(scope.get("app"), "router", None), "routes", ()):
-        match, _child = route.matches(scope)
-        if match == Match.FULL:
-            scope["route"] = route
-            return
+    """Label a request refused before routing `route="refused"` in the access log and the
+    request metrics (rather than `unmatched`, which means an unknown path)."""
+    scope.setdefault("route", _REFUSED_ROUTE)
 
 
 def _limited(scope: Scope) -> bool:
