@@ -1,9 +1,11 @@
 # The inference service: run it, benchmark it, soak it. See docs/serving.md.
 #
 #   make serve           run the service on the pipeline's output (models/) on 127.0.0.1:8080
+#                        (open, no token: set CLASSIFIER_API_TOKEN to try authentication)
 #   make bench-serving   raw vs served vs baselines -> docs/benchmarks.md section `serving`
 #   make soak            60 s at ~80 % of peak throughput: zero errors, flat memory
 #   make test-serving    the service's tests only (they are part of `make unit` too)
+#   make test-overload   load at 4x peak and the heaviest allowed requests on a server process
 SERVE_MODEL_DIR ?= models
 SERVE_HOST      ?= 127.0.0.1
 SERVE_PORT      ?= 8080
@@ -12,7 +14,7 @@ SERVE_PORT      ?= 8080
 VEGETA_VERSION := v12.13.0
 VEGETA         := $(TOOLS)/bin/vegeta-$(VEGETA_VERSION)
 
-.PHONY: serve bench-serving soak test-serving vegeta
+.PHONY: serve bench-serving soak test-serving test-overload vegeta
 
 $(VEGETA):
 	@echo ">> building vegeta $(VEGETA_VERSION) from the Go module proxy"
@@ -30,6 +32,7 @@ serve: setup ## run the service on models/ (the pipeline's output) at 127.0.0.1:
 	  { echo "no model in $(SERVE_MODEL_DIR)/: run 'make run' (the pipeline) first"; exit 1; }
 	CLASSIFIER_MODEL_DIR=$(SERVE_MODEL_DIR) \
 	CLASSIFIER_HOST=$(SERVE_HOST) CLASSIFIER_PORT=$(SERVE_PORT) \
+	CLASSIFIER_ALLOW_UNAUTHENTICATED=$${CLASSIFIER_ALLOW_UNAUTHENTICATED:-true} \
 	  $(BIN)/python -m classifier.serving
 
 bench-serving: setup $(VEGETA) ## serving benchmark (raw vs served vs baselines, soak) -> docs/benchmarks.md
@@ -40,6 +43,9 @@ soak: setup $(VEGETA) ## 60 s at ~80 % of peak throughput: fails on any error or
 
 test-serving: setup ## the service's tests only
 	$(BIN)/pytest tests/serving
+
+test-overload: setup $(VEGETA) ## overload (vegeta, 4x peak) and worst-case memory tests, with figures
+	VEGETA=$(VEGETA) $(BIN)/pytest tests/serving/test_overload.py -m slow -s -q
 
 # Peer model servers (KServe, LitServe, BentoML, MLServer) serving the same model: each in its own
 # venv under .tools/peers/<name> from its pinned bench/peers/requirements/<name>.txt (their

@@ -173,6 +173,7 @@ def run_load(
 def service_env(model_dir: Path, port: int) -> dict[str, str]:
     return {
         "CLASSIFIER_MODEL_DIR": str(model_dir),
+        "CLASSIFIER_ALLOW_UNAUTHENTICATED": "true",
         "CLASSIFIER_HOST": "127.0.0.1",
         "CLASSIFIER_PORT": str(port),
         "CLASSIFIER_LOG_LEVEL": "warning",

@@ -53,16 +53,38 @@ def to_grayscale(image: Image.Image) -> Image.Image:
     if mode not in SUPPORTED_MODES:
         raise UnsupportedImageMode(f"unsupported pixel mode {mode!r}")
     if mode in _WIDE_INT_MODES or mode == "F":
-        arr = np.asarray(image, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) * (255.0 / (hi - lo))
-        return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+        return _rescale_to_8_bit(image)
     if mode in {"LA", "PA", "RGBA", "P"} and ("A" in mode or "transparency" in image.info):
         # Composite transparent pixels on black, the background of an EL image.
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         return Image.alpha_composite(background, rgba).convert("L")
     return image.convert("L")
+
+
+# Rows rescaled at a time: the float64 working copy is this many rows, not the whole image
+# (a 16-bit image at the service's pixel limit would otherwise take 8 bytes per pixel, twice).
+_RESCALE_ROWS = 256
+
+
+def _rescale_to_8_bit(image: Image.Image) -> Image.Image:
+    """16/32-bit integer or float image -> "L", stretched over its real range.
+
+    The same float64 arithmetic as a whole-image rescale, done in blocks of rows, so the peak
+    memory is the image in its own dtype plus the 8-bit result, whatever its size.
+    """
+    arr = np.asarray(image)
+    lo, hi = float(arr.min()), float(arr.max())
+    out = np.zeros(arr.shape, dtype=np.uint8)
+    if hi > lo:
+        scale = 255.0 / (hi - lo)
+        for start in range(0, arr.shape[0], _RESCALE_ROWS):
+            block = arr[start : start + _RESCALE_ROWS].astype(np.float64)
+            block -= lo
+            block *= scale
+            np.rint(block, out=block)
+            out[start : start + _RESCALE_ROWS] = block
+    return Image.fromarray(out, mode="L")
 
 
 def min_filter_width(native: tuple[int, int], size: tuple[int, int]) -> int:

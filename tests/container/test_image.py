@@ -223,6 +223,13 @@ def test_container_becomes_ready_and_serves_its_card(container: Container) -> No
     assert served["data_hash"] == baked["data_hash"]
 
 
+def test_image_refuses_to_start_without_a_token(pushed_image: PushedImage) -> None:
+    """No CLASSIFIER_API_TOKEN and no CLASSIFIER_ALLOW_UNAUTHENTICATED: exit 1, one clear line."""
+    result = docker("run", "--rm", *LOCKED_DOWN, pushed_image.by_digest, check=False, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert "invalid settings: no CLASSIFIER_API_TOKEN" in result.stderr
+
+
 def test_root_filesystem_is_read_only_and_tmp_writable(container: Container) -> None:
     probe = (
         "import os, tempfile\n"

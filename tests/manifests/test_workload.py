@@ -21,7 +21,8 @@ ENVS = manifests.ENVIRONMENTS
 CONTRACT_SETTINGS = {
     "MODEL_DIR", "PORT", "HOST", "LOG_LEVEL", "INFERENCE_THREADS",
     "MAX_BATCH_SIZE", "MAX_BATCH_WAIT_MS", "MAX_UPLOAD_BYTES", "MAX_IMAGES_PER_REQUEST",
-    "API_TOKEN", "SHUTDOWN_TIMEOUT_S", "MAX_IMAGE_PIXELS",
+    "API_TOKEN", "SHUTDOWN_TIMEOUT_S", "MAX_IMAGE_PIXELS", "API_TOKEN_SECONDARY",
+    "ALLOW_UNAUTHENTICATED", "MAX_IN_FLIGHT", "MEMORY_LIMIT_MIB", "REQUEST_TIMEOUT_S",
     "OOD_ACTION", "OOD_MAX_ASPECT_RATIO", "OOD_MIN_PIXEL_STD",
 }  # fmt: skip
 
@@ -113,12 +114,27 @@ def test_settings_are_contract_settings(rendered: Rendered, env: str) -> None:
 
 
 @pytest.mark.parametrize("env", ENVS)
-def test_api_token_comes_from_an_optional_secret_not_from_git(rendered: Rendered, env: str) -> None:
-    (token,) = [e for e in container(rendered[env])["env"] if e["name"] == "CLASSIFIER_API_TOKEN"]
-    ref = token["valueFrom"]["secretKeyRef"]
-    assert ref["optional"] is True
-    assert ref["name"] == "elpv-classifier-api-token"
+def test_api_token_comes_from_a_required_secret_not_from_git(rendered: Rendered, env: str) -> None:
+    """Authentication by default: the pod needs the Secret; a second key allows rotation."""
+    env_vars = {e["name"]: e for e in container(rendered[env])["env"]}
+    primary = env_vars["CLASSIFIER_API_TOKEN"]["valueFrom"]["secretKeyRef"]
+    secondary = env_vars["CLASSIFIER_API_TOKEN_SECONDARY"]["valueFrom"]["secretKeyRef"]
+    assert primary["name"] == secondary["name"] == "elpv-classifier-api-token"
+    assert (primary["key"], secondary["key"]) == ("token", "token-secondary")
+    assert primary.get("optional", False) is False, "without the token the pod must not start"
+    assert secondary["optional"] is True, "the second token exists only during a rotation"
+    config = only(rendered[env], "ConfigMap")["data"]
+    assert "CLASSIFIER_ALLOW_UNAUTHENTICATED" not in config
+    assert "CLASSIFIER_ALLOW_UNAUTHENTICATED" not in env_vars
     assert not [r for r in rendered[env] if r["kind"] == "Secret"], "no Secret objects in git"
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_the_in_flight_limit_follows_the_memory_limit(rendered: Rendered, env: str) -> None:
+    env_vars = {e["name"]: e for e in container(rendered[env])["env"]}
+    ref = env_vars["CLASSIFIER_MEMORY_LIMIT_MIB"]["valueFrom"]["resourceFieldRef"]
+    assert (ref["resource"], ref["divisor"]) == ("limits.memory", "1Mi")
+    assert "CLASSIFIER_MAX_IN_FLIGHT" not in only(rendered[env], "ConfigMap")["data"]
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -32,6 +32,8 @@ def make_settings(model_dir: Path, **overrides: object) -> Settings:
         "model_dir": model_dir,
         "host": "127.0.0.1",
         "inference_threads": 1,
+        # The service refuses to start without a token unless told that is intended.
+        "allow_unauthenticated": True,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -176,7 +176,7 @@ def test_no_training_image_is_flagged() -> None:
     input size. (Every 4th image keeps this quick; they are all alike in size.)"""
     params = yaml.safe_load((ROOT / "params.yaml").read_text(encoding="utf-8"))
     side = int(params["base"]["image_size"])
-    defaults = Settings()
+    defaults = Settings(allow_unauthenticated=True)
     limits = ood.Limits(
         input_size=(side, side),
         max_aspect_ratio=defaults.ood_max_aspect_ratio,

@@ -42,6 +42,7 @@ def start_server(model_dir: Path, log_path: Path, **env: str) -> Server:
         "CLASSIFIER_MODEL_DIR": str(model_dir),
         "CLASSIFIER_HOST": "127.0.0.1",
         "CLASSIFIER_PORT": str(port),
+        "CLASSIFIER_ALLOW_UNAUTHENTICATED": "true",
         **env,
     }
     # stdout is the JSON log; stderr gets only what native code (LiteRT) prints itself.
@@ -187,7 +188,13 @@ def test_sigterm_finishes_in_flight_requests_then_exits_zero(
 def _start_and_fail(environ: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "classifier.serving"],
-        env={**os.environ, "CLASSIFIER_HOST": "127.0.0.1", "CLASSIFIER_PORT": "1", **environ},
+        env={
+            **os.environ,
+            "CLASSIFIER_HOST": "127.0.0.1",
+            "CLASSIFIER_PORT": "1",
+            "CLASSIFIER_ALLOW_UNAUTHENTICATED": "true",
+            **environ,
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -13,10 +13,17 @@ from classifier.serving.settings import Settings
 from .conftest import make_settings
 
 
+@pytest.fixture(autouse=True)
+def _open_by_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests are about other settings; authentication has its own (test_auth.py)."""
+    monkeypatch.setenv("CLASSIFIER_ALLOW_UNAUTHENTICATED", "true")
+
+
 def test_defaults_follow_the_service_contract(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(__import__("os").environ):
         if name.startswith("CLASSIFIER_"):
             monkeypatch.delenv(name)
+    monkeypatch.setenv("CLASSIFIER_ALLOW_UNAUTHENTICATED", "true")
     settings = Settings()
     assert settings.model_dir == Path("/opt/model")
     assert settings.model_path == Path("/opt/model/model.tflite")
@@ -24,6 +31,9 @@ def test_defaults_follow_the_service_contract(monkeypatch: pytest.MonkeyPatch) -
     assert (settings.host, settings.port) == ("0.0.0.0", 8080)  # noqa: S104 (the contract)
     assert settings.api_token is None
     assert settings.threads >= 1
+    assert settings.max_image_pixels == 2048 * 2048
+    assert settings.max_in_flight is None  # sized from the memory limit
+    assert settings.request_timeout_s == 10
 
 
 def test_environment_overrides_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:

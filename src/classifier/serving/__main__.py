@@ -51,6 +51,8 @@ def main() -> None:
         # A typo in a manifest should read as one clear line, not a traceback.
         problems = "; ".join(
             f"CLASSIFIER_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            if err["loc"]
+            else str(err["msg"]).removeprefix("Value error, ")
             for err in exc.errors()
         )
         sys.exit(f"invalid settings: {problems}")

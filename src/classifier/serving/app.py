@@ -12,6 +12,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from classifier.serving import __version__
+from classifier.serving.admission import (
+    Admission,
+    AdmissionMiddleware,
+    decode_pool_bytes,
+    max_in_flight_for,
+    request_bytes,
+)
+from classifier.serving.auth import log_mode
 from classifier.serving.batching import Predictor
 from classifier.serving.errors import (
     PayloadTooLarge,
@@ -31,7 +39,7 @@ from classifier.serving.oip import InferenceRequest
 from classifier.serving.routes import health, metrics, model, predict, v2_health, v2_models
 from classifier.serving.runtime import LiteRTModel, ModelLoadError
 from classifier.serving.schemas import PredictJSONRequest
-from classifier.serving.settings import Settings
+from classifier.serving.settings import MiB, Settings
 from classifier.serving.state import ServiceState
 
 log = logging.getLogger("classifier.serving")
@@ -103,6 +111,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     model_ = LiteRTModel(
         settings.model_dir, threads=settings.model_threads, max_batch=settings.max_batch_size
     )
+    admission = Admission(
+        limit=max_in_flight_for(settings),
+        timeout_s=settings.request_timeout_s,
+        registry=metrics_.registry,
+    )
     service = ServiceState(
         settings=settings,
         metrics=metrics_,
@@ -112,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics_,
             max_batch_size=settings.max_batch_size,
             max_wait_ms=settings.max_batch_wait_ms,
+            max_queue=admission.limit,
         ),
         decode_pool=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode"),
     )
@@ -120,6 +134,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Thread pools are made per run of the lifespan, so the app can be started again.
         service.decode_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="decode")
+        log_mode(settings)
+        memory_limit = settings.memory_limit_bytes
+        log.info(
+            "backpressure: at most %d predict requests in flight, %g s each",
+            admission.limit,
+            admission.timeout_s,
+            extra={
+                "max_in_flight": admission.limit,
+                "request_timeout_s": admission.timeout_s,
+                "memory_limit_mib": None if memory_limit is None else memory_limit // MiB,
+                "request_mib": request_bytes(settings) // MiB,
+                "decode_pool_mib": decode_pool_bytes(settings) // MiB,
+            },
+        )
         service.predictor.start()
         loading = asyncio.create_task(_load_model(service), name="load-model")
         app.state.loading = loading
@@ -140,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.admission = admission
     install_error_handlers(app)
     for router in (
         health.router,
@@ -151,6 +180,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     _document_raw_bodies(app)
+    # Added first, so it runs inside the observability middleware: refused and timed-out
+    # requests are still logged, counted and carry their request id.
+    app.add_middleware(AdmissionMiddleware, admission=admission, metrics=metrics_)
     app.add_middleware(
         ObservabilityMiddleware,
         metrics=metrics_,

@@ -5,6 +5,10 @@ A single worker task takes the first queued request, then gathers more until the
 already queued, so a lone request never waits). While one batch runs on the interpreter thread,
 new requests queue up and form the next batch: under load batches grow by themselves.
 Whether this pays off is measured in bench/serving.py and recorded in docs/serving.md.
+
+The queue is bounded (`max_queue`, the admission limit: every queued request holds a slot, so
+it never fills in practice; the bound makes that explicit), and a request whose caller gave up
+(its deadline passed, the client went away) is dropped before it reaches the model.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from classifier.serving.admission import Overloaded
 from classifier.serving.observability import Metrics
 from classifier.serving.runtime import LiteRTModel
 
@@ -32,9 +37,16 @@ class Predictor:
     """What routes call: `await predictor.predict(rows)`. Batches when `max_batch_size` > 1."""
 
     def __init__(
-        self, model: LiteRTModel, metrics: Metrics, *, max_batch_size: int, max_wait_ms: float
+        self,
+        model: LiteRTModel,
+        metrics: Metrics,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_queue: int = 0,
     ) -> None:
         self.model = model
+        self.max_queue = max_queue  # 0 = unbounded
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
@@ -49,7 +61,7 @@ class Predictor:
 
     def start(self) -> None:
         if self.batching and self._worker is None:
-            self._queue = asyncio.Queue()
+            self._queue = asyncio.Queue(maxsize=self.max_queue)
             self._worker = asyncio.create_task(self._run(), name="micro-batcher")
 
     async def stop(self) -> None:
@@ -67,7 +79,13 @@ class Predictor:
         if self._queue is None:
             return await self._call_model(rows)
         future: asyncio.Future[npt.NDArray[np.float32]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(rows, future))
+        try:
+            self._queue.put_nowait(_Pending(rows, future))
+        except asyncio.QueueFull:
+            raise Overloaded(
+                f"the inference queue is full ({self.max_queue} requests); retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
         return await future
 
     def predict_blocking(
@@ -103,6 +121,9 @@ class Predictor:
                     nxt = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
                     break
+            if nxt.future.done():  # cancelled: its caller gave up while it waited
+                self._queue.task_done()
+                continue
             if size + nxt.rows.shape[0] > self.max_batch_size:
                 # Keep request order; this one starts the next batch.
                 self._carry = nxt
@@ -118,7 +139,16 @@ class Predictor:
                 first, self._carry = self._carry, None
             else:
                 first = await self._queue.get()
-            batch = await self._gather(first)
+            if first.future.done():  # cancelled while queued: no model call for it
+                self._queue.task_done()
+                continue
+            gathered = await self._gather(first)
+            # Requests cancelled while the batch waited for company get no model call either.
+            batch = [p for p in gathered if not p.future.done()]
+            for _ in range(len(gathered) - len(batch)):
+                self._queue.task_done()
+            if not batch:
+                continue
             try:
                 rows = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
                 probabilities = await self._call_model(rows)

@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from classifier.serving.cpu import available_cpus
+from classifier.serving.memory import cgroup_memory_limit
 
 MiB = 1024 * 1024
 # The names export writes into the model folder (and the image copies to /opt/model).
@@ -59,11 +60,28 @@ class Settings(BaseSettings):
     # counted while streaming for bodies without one.
     max_upload_bytes: Annotated[int, Field(ge=1024)] = 8 * MiB
     max_images_per_request: Annotated[int, Field(ge=1, le=1024)] = 16
-    # Decompression-bomb guard: the header's width x height is checked before any pixel is
-    # decoded. An ELPV cell is 300 x 300; 4096 x 4096 leaves room for any camera crop.
-    max_image_pixels: Annotated[int, Field(ge=1)] = 4096 * 4096
-    # Optional; comes from a Secret. When set, POST /v1/predict needs `Authorization: Bearer`.
+    # Decompression-bomb guard and memory bound: the header's width x height is checked before
+    # any pixel is decoded. An ELPV cell is 300 x 300 px; a 156 mm cell imaged on its own at
+    # 13 px/mm is 2028 px a side, so 2048 x 2048 holds any single-cell EL image while keeping
+    # one decode's memory (admission.DECODE_BYTES_PER_PIXEL per pixel) small. A whole module
+    # image is not a model input: cut it into cells first.
+    max_image_pixels: Annotated[int, Field(ge=1)] = 2048 * 2048
+    # Bearer tokens for the predict routes, from a Secret. Two may be valid at once, so a
+    # token can be rotated without downtime (docs/environments.md, "The API token").
     api_token: SecretStr | None = None
+    api_token_secondary: SecretStr | None = None
+    # Without a token the service refuses to start, unless this says an open predict
+    # endpoint is intended (local runs: `make serve`, tests, benchmarks).
+    allow_unauthenticated: bool = False
+    # Backpressure. Predict requests (every POST) served at once; beyond it: 503 overloaded
+    # with Retry-After. None = sized from the memory limit (admission.max_in_flight_for).
+    max_in_flight: Annotated[int | None, Field(ge=1, le=4096)] = None
+    # The container's memory limit in MiB (the Deployment passes limits.memory); None = the
+    # cgroup's memory.max, or no limit known.
+    memory_limit_mib: Annotated[int | None, Field(ge=64)] = None
+    # Deadline of one predict request, from admission to the response (body upload included):
+    # past it the client gets 503 deadline_exceeded and the request's queued work is dropped.
+    request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
     # Seconds uvicorn waits for in-flight requests after SIGTERM (keep below the pod's
     # terminationGracePeriodSeconds minus the preStop sleep).
     shutdown_timeout_s: Annotated[int, Field(ge=1)] = 20
@@ -77,6 +95,39 @@ class Settings(BaseSettings):
     # Pixel standard deviation (0-1 scale, after preprocessing) under which an image counts as
     # blank: a fraction of the least-varied training cell's, so no real cell comes near it.
     ood_min_pixel_std: Annotated[float, Field(ge=0.0, le=1.0)] = 0.005
+
+    @model_validator(mode="after")
+    def _token_or_explicitly_open(self) -> Settings:
+        if self.api_token_secondary is not None and self.api_token is None:
+            raise ValueError(
+                "CLASSIFIER_API_TOKEN_SECONDARY is set without CLASSIFIER_API_TOKEN: the "
+                "secondary token only exists next to a primary one (rotation)"
+            )
+        for token in (self.api_token, self.api_token_secondary):
+            if token is not None and not token.get_secret_value().strip():
+                raise ValueError("an API token is empty: set a random value or unset it")
+        if self.api_token is None and not self.allow_unauthenticated:
+            raise ValueError(
+                "no CLASSIFIER_API_TOKEN: the service will not serve predictions without "
+                "authentication unless CLASSIFIER_ALLOW_UNAUTHENTICATED=true says so"
+            )
+        return self
+
+    @property
+    def api_tokens(self) -> tuple[bytes, ...]:
+        """The bearer tokens accepted now (empty = authentication off)."""
+        return tuple(
+            t.get_secret_value().encode()
+            for t in (self.api_token, self.api_token_secondary)
+            if t is not None
+        )
+
+    @property
+    def memory_limit_bytes(self) -> int | None:
+        """The explicit setting, else the cgroup's memory limit, else None."""
+        if self.memory_limit_mib is not None:
+            return self.memory_limit_mib * MiB
+        return cgroup_memory_limit()
 
     @property
     def model_path(self) -> Path:

@@ -9,26 +9,27 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
-from typing import Annotated, Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
+from classifier.serving.auth import Authorized
 from classifier.serving.decoding import ALLOWED_FORMATS
 from classifier.serving.errors import (
     InvalidInput,
     ModelNotReady,
     TooManyImages,
-    Unauthorized,
     UnsupportedMediaType,
     validation_problems,
 )
 from classifier.serving.inference import predict_images
 from classifier.serving.schemas import (
     ErrorResponse,
+    JSONImage,
     OutOfDistributionFlag,
     Prediction,
     PredictJSONRequest,
@@ -64,34 +65,61 @@ _REQUEST_BODY: dict[str, Any] = {
 }
 
 
+_DONE = JSONImage.model_construct(data="")  # stands in for an item already decoded
+
+
 def _error(description: str) -> dict[str, Any]:
     return {"model": ErrorResponse, "description": description}
 
 
-async def require_token(request: Request, service: Service) -> None:
-    """When CLASSIFIER_API_TOKEN is set, predict needs `Authorization: Bearer <token>`."""
-    token = service.settings.api_token
-    if token is None:
-        return
-    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not presented:
-        raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
-    # Constant-time comparison: no timing side channel on the token.
-    if not hmac.compare_digest(presented.strip().encode(), token.get_secret_value().encode()):
-        raise Unauthorized("invalid bearer token")
+class _InMemoryParts(MultiPartParser):
+    """Starlette's multipart parser with every file part kept in memory.
+
+    Starlette spools parts over 1 MiB to a temporary file, i.e. to the pod's small /tmp
+    emptyDir; here the body cap (MAX_UPLOAD_BYTES) bounds the parts instead, and the memory
+    budget of the admission limit counts them (admission.py).
+    """
+
+    def __init__(
+        self, request: Request, stream: AsyncGenerator[bytes, None], max_bytes: int
+    ) -> None:
+        super().__init__(
+            request.headers, stream, max_files=_PARSER_MAX_PARTS, max_fields=_PARSER_MAX_PARTS
+        )
+        self.spool_max_size = max_bytes + 1  # never rolls over to disk
 
 
-Authorized = Annotated[None, Depends(require_token)]
+async def _counted(stream: AsyncIterator[bytes], seen: list[int]) -> AsyncGenerator[bytes, None]:
+    async for chunk in stream:
+        seen[0] += len(chunk)
+        yield chunk
 
 
-async def _multipart_images(request: Request, limit: int) -> list[tuple[str, bytes]]:
+def _part_bytes(upload: UploadFile) -> bytes:
+    """The part's bytes without a copy: the in-memory spool's buffer itself."""
+    spool = upload.file
+    buffer = getattr(spool, "_file", None)  # SpooledTemporaryFile's BytesIO while in memory
+    if hasattr(buffer, "getvalue"):
+        data: bytes = buffer.getvalue()  # type: ignore[union-attr]
+        return data
+    spool.seek(0)
+    return spool.read()
+
+
+async def _multipart_images(
+    request: Request, limit: int, max_bytes: int
+) -> list[tuple[str, bytes]]:
+    seen = [0]
+    parser = _InMemoryParts(request, _counted(request.stream(), seen), max_bytes)
     try:
-        form = await request.form(max_files=_PARSER_MAX_PARTS, max_fields=_PARSER_MAX_PARTS)
-    except HTTPException as exc:  # Starlette's parser reports malformed bodies this way
-        if "Too many files" in str(exc.detail):
+        form = await parser.parse()
+    except MultiPartException as exc:  # malformed bodies and Starlette's own part limits
+        if "Too many files" in exc.message:
             raise TooManyImages(f"too many parts in one request (limit {limit} images)") from exc
-        raise InvalidInput(f"malformed multipart body: {exc.detail}") from exc
+        raise InvalidInput(f"malformed multipart body: {exc.message}") from exc
     try:
+        if seen[0] == 0:
+            raise InvalidInput("the request body is empty: send at least one image")
         uploads = [
             (key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)
         ]
@@ -105,15 +133,26 @@ async def _multipart_images(request: Request, limit: int) -> list[tuple[str, byt
                 f"{len(uploads)} images in one request, over the limit of {limit} "
                 "(CLASSIFIER_MAX_IMAGES_PER_REQUEST); split them over several requests"
             )
-        images = []
-        for index, (_key, upload) in enumerate(uploads):
-            images.append((upload.filename or str(index), await upload.read()))
-        return images
+        return [
+            (upload.filename or str(index), _part_bytes(upload))
+            for index, (_key, upload) in enumerate(uploads)
+        ]
     finally:
         await form.close()
 
 
-def _json_images(body: bytes, limit: int) -> list[tuple[str, bytes]]:
+async def _json_body(request: Request) -> bytearray:
+    """The body in one buffer, read here (not `request.body()`, which would keep a second
+    reference on the request for as long as it lives)."""
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+    if not body:
+        raise InvalidInput("the request body is empty: send at least one image")
+    return body
+
+
+def _json_images(body: bytearray, limit: int) -> list[tuple[str, bytes]]:
     try:
         parsed = PredictJSONRequest.model_validate_json(body)
     except ValidationError as exc:
@@ -126,8 +165,13 @@ def _json_images(body: bytes, limit: int) -> list[tuple[str, bytes]]:
             f"{len(parsed.images)} images in one request, over the limit of {limit} "
             "(CLASSIFIER_MAX_IMAGES_PER_REQUEST); split them over several requests"
         )
+    del body[:]  # the caller's buffer: parsed, so free it before decoding the base64
+    items = parsed.images
     images = []
-    for index, item in enumerate(parsed.images):
+    for index in range(len(items)):
+        # Drop each item once decoded: the base64 text and the bytes are never all held twice.
+        item = items[index]
+        items[index] = _DONE
         name = item.name or str(index)
         try:
             data = base64.b64decode(item.data, validate=True)
@@ -145,14 +189,17 @@ def _json_images(body: bytes, limit: int) -> list[tuple[str, bytes]]:
     summary="P(defective) and label for one or several images",
     openapi_extra={"requestBody": _REQUEST_BODY},
     responses={
-        401: _error("missing or wrong bearer token (only when CLASSIFIER_API_TOKEN is set)"),
+        401: _error("missing or wrong bearer token (open only if ALLOW_UNAUTHENTICATED)"),
         413: _error("body, image count or image dimensions over the limits"),
         415: _error("not multipart or JSON, or not an image in a supported format/mode"),
         422: _error(
             "empty, truncated or damaged image; malformed multipart or JSON; an image unlike "
             "the training images when CLASSIFIER_OOD_ACTION=refuse"
         ),
-        503: _error("the model is not loaded yet"),
+        503: _error(
+            "the model is not loaded yet, too many requests in flight (overloaded) or the "
+            "request's deadline passed (deadline_exceeded); retry after Retry-After"
+        ),
     },
 )
 async def predict(request: Request, service: Service, _auth: Authorized) -> PredictResponse:
@@ -166,14 +213,12 @@ async def predict(request: Request, service: Service, _auth: Authorized) -> Pred
             "multipart/form-data (parts named 'files') or application/json "
             '({"images": [{"data": "<base64>"}]})'
         )
-    body = await request.body()  # capped by the middleware: 413 past MAX_UPLOAD_BYTES
-    if not body:
-        raise InvalidInput("the request body is empty: send at least one image")
+    # The body stream is capped by the middleware: 413 past MAX_UPLOAD_BYTES.
     limit = settings.max_images_per_request
     if content_type == "application/json":
-        images = _json_images(body, limit)
+        images = _json_images(await _json_body(request), limit)
     else:
-        images = await _multipart_images(request, limit)
+        images = await _multipart_images(request, limit, settings.max_upload_bytes)
 
     answer = await predict_images(service, images)
 

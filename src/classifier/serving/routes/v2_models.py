@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from classifier.serving import oip
+from classifier.serving.auth import Authorized
 from classifier.serving.errors import ModelNotReady, UnknownModel
 from classifier.serving.inference import predict_images, predict_rows
-from classifier.serving.routes.predict import Authorized
 from classifier.serving.state import Service, ServiceState
 
 router = APIRouter(prefix="/v2/models", tags=["open inference protocol"])
