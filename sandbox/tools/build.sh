@@ -96,14 +96,14 @@ else
 	if [[ $bin == pause ]]; then
 		src="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
 		/usr/bin/time -v -o "$logs/$bin.time" \
-			gcc -Os -static -Wall -DVERSION="$version" -o "$out.tmp" "$src"
-		strip "$out.tmp"
+			gcc -Os -static -Wall -DVERSION="$version" -o "$out.tmp.$$" "$src"
+		strip "$out.tmp.$$"
 	else
 		# shellcheck disable=SC2086  # NICE is a command prefix on purpose
 		$NICE /usr/bin/time -v -o "$logs/$bin.time" \
-			go build -p "$GO_BUILD_P" -tags "${tags:-}" -ldflags "$ldflags" -o "$out.tmp" "$pkg"
+			go build -p "$GO_BUILD_P" -tags "${tags:-}" -ldflags "$ldflags" -o "$out.tmp.$$" "$pkg"
 	fi
-	mv "$out.tmp" "$out"
+	mv "$out.tmp.$$" "$out"
 	echo "wall_seconds: $(($(date +%s) - start))" >>"$logs/$bin.time"
 	echo ">> built $out in $(($(date +%s) - start)) s (max RSS $(awk -F': ' '/Maximum resident/ {printf "%d MiB", $2/1024}' "$logs/$bin.time"))"
 fi
