@@ -8,6 +8,7 @@ child that ignores SIGTERM.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 import time
@@ -101,3 +102,64 @@ def test_main_rejects_unknown_command(sandbox_module: ModuleType) -> None:
     with pytest.raises(SystemExit) as exc:
         sandbox_module.main(["sideways"])
     assert exc.value.code == 2
+
+
+# --- live mode (one real node): the pieces that need no root and no node --------------------
+
+
+def test_host_leftovers_names_everything_a_node_can_leave(sandbox_module: ModuleType) -> None:
+    before = {
+        "paths": {"/run/containerd": None, "/var/lib/cni": ["networks"]},
+        "links": ["eth0", "lo"],
+        "iptables": {"iptables/nat": ["-P OUTPUT ACCEPT"]},
+        "sysctls": {"net/ipv4/ip_forward": "0"},
+        "cgroups": [],
+        "mounts": ["/"],
+    }
+    assert sandbox_module.host_leftovers(before, before) == []
+    after = {
+        "paths": {"/run/containerd": ["s"], "/var/lib/cni": ["networks", "results"]},
+        "links": ["elpv-br0", "eth0", "lo"],
+        "iptables": {"iptables/nat": ["-N KUBE-SERVICES", "-P OUTPUT ACCEPT"]},
+        "sysctls": {"net/ipv4/ip_forward": "1"},
+        "cgroups": ["memory/elpv-sandbox"],
+        "mounts": ["/", "/run/netns/cni-1"],
+    }
+    found = "\n".join(sandbox_module.host_leftovers(before, after))
+    for leftover in (
+        "elpv-br0",
+        "memory/elpv-sandbox",
+        "/run/netns/cni-1",
+        "/run/containerd",
+        "results",
+        "KUBE-SERVICES",
+        "ip_forward",
+    ):
+        assert leftover in found, f"{leftover} not reported in:\n{found}"
+
+
+def test_live_mode_without_a_pushed_image_says_how_to_get_one(
+    sandbox_module: ModuleType, tmp_path: Path
+) -> None:
+    with pytest.raises(sandbox_module.SandboxError, match="make e2e-live"):
+        sandbox_module.image_from_json(tmp_path / "missing.json")
+    pushed = tmp_path / "image.json"
+    pushed.write_text('{"image": "127.0.0.1:5000/x", "tag": "t", "digest": "sha256:ab"}')
+    assert sandbox_module.image_from_json(pushed) == "127.0.0.1:5000/x:t@sha256:ab"
+
+
+def test_kwokctl_config_live_mode_leaves_the_node_to_the_kubelet(
+    sandbox_module: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "etcd"):
+        (bin_dir / name).touch()
+    (bin_dir / "kubectl").touch()
+    monkeypatch.setattr(sandbox_module, "SANDBOX_BIN", bin_dir)
+    kwok = json.loads(sandbox_module.kwokctl_config(live=False).read_text())
+    assert "disable" not in kwok["options"]
+    live = json.loads(sandbox_module.kwokctl_config(live=True).read_text())
+    assert live["options"]["disable"] == ["kwok-controller"]
+    args = {a["key"] for a in live["componentsPatches"][0]["extraArgs"]}
+    assert args == {"kubelet-client-certificate", "kubelet-client-key"}
