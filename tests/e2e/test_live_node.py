@@ -31,6 +31,7 @@ SANDBOX_PY = [sys.executable, str(ROOT / "sandbox" / "sandbox.py")]
 IMAGE_JSON = Path(os.environ.get("ELPV_IMAGE_JSON", ROOT / "build" / "test-image.json"))
 # A cold pull of the serving image plus the model load, on 2 shared cores.
 ROLLOUT_TIMEOUT_S = float(os.environ.get("E2E_LIVE_TIMEOUT", "300"))
+TIMINGS_FILE = ROOT / "build" / "sandbox-live.json"
 
 
 def load_sandbox_module() -> ModuleType:
@@ -72,6 +73,13 @@ def live(host_before: dict[str, Any]) -> Iterator[Sandbox]:
         yield box
     finally:
         subprocess.run([*SANDBOX_PY, "down"], check=False)
+        TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        TIMINGS_FILE.write_text(
+            json.dumps(
+                {"sandbox_up_seconds": box.env.get("started_seconds"), "scenarios": box.timings},
+                indent=2,
+            )
+        )
 
 
 def wait_until(what: str, check: Any, timeout: float = ROLLOUT_TIMEOUT_S) -> Any:
@@ -217,6 +225,72 @@ def test_restricted_pod_security_refuses_a_privileged_pod(live: Sandbox) -> None
     assert proc.returncode != 0
     assert 'violates PodSecurity "restricted:latest"' in proc.stderr, proc.stderr
     assert "privileged" in proc.stderr
+
+
+def test_a_pod_failing_readiness_gets_no_traffic(live: Sandbox) -> None:
+    """A pod the Service selects but whose readiness probe fails: it could answer, gets nothing.
+
+    The pod is the Deployment's own pod template (same image, labels the Service selects,
+    restricted security context) with the readiness probe pointed at a path that answers 404.
+    """
+    ns = NAMESPACE[STAGING]
+    template = live.deployment(STAGING)["spec"]["template"]
+    container = template["spec"]["containers"][0]
+    container["readinessProbe"]["httpGet"]["path"] = "/v1/no-such-path"
+    labels = {
+        key: template["metadata"]["labels"][key]
+        for key in ("app.kubernetes.io/name", "app.kubernetes.io/component")
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "elpv-classifier-unready", "namespace": ns, "labels": labels},
+        "spec": template["spec"],
+    }
+    kubectl = [live.env["kubectl"], "--kubeconfig", live.env["kubeconfig"]]
+    subprocess.run([*kubectl, "apply", "-f", "-"], input=json.dumps(pod), text=True, check=True)
+    try:
+
+        def started_not_ready() -> dict[str, Any] | None:
+            obj = live.get("pod", "elpv-classifier-unready", ns)
+            statuses = (obj or {}).get("status", {}).get("containerStatuses", [])
+            if statuses and statuses[0].get("started") and not statuses[0].get("ready"):
+                return obj
+            return None
+
+        obj = wait_until("the unready pod started", started_not_ready)
+        pod_ip = obj["status"]["podIP"]
+        # The endpoint is published, marked not ready (so the Service skips it).
+        slices = json.loads(
+            live.kubectl(
+                "get",
+                "endpointslices",
+                "-n",
+                ns,
+                "-l",
+                f"kubernetes.io/service-name={DEPLOYMENT}",
+                "-o",
+                "json",
+            ).stdout
+        )
+        conditions = {
+            address: ep["conditions"]["ready"]
+            for s in slices["items"]
+            for ep in s.get("endpoints", [])
+            for address in ep["addresses"]
+        }
+        assert conditions.get(pod_ip) is False, conditions
+        svc = json.loads(live.kubectl("get", "service", DEPLOYMENT, "-n", ns, "-o", "json").stdout)
+        url = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}/v1/model"
+        answers = [http_get(url)[0] for _ in range(40)]
+        assert answers == [200] * 40
+        # It could have answered: one request straight to the pod does get a 200.
+        assert http_get(f"http://{pod_ip}:8080/v1/model")[0] == 200
+        logs = live.kubectl("logs", "elpv-classifier-unready", "-n", ns).stdout
+        served = [line for line in logs.splitlines() if "/v1/model" in line]
+        assert len(served) == 1, served
+    finally:
+        live.kubectl("delete", "pod", "elpv-classifier-unready", "-n", ns, "--wait=false")
 
 
 def test_down_leaves_nothing_on_the_host(
