@@ -933,16 +933,21 @@ def write_node_configs(kubeconfig: Path, pause: str) -> dict[str, Path]:
     )
     containerd_toml = node_dir("containerd", "config.toml")
     containerd_toml.write_text(
-        f"""version = 3
+        f"""version = 4
 root = "{node_dir("containerd", "root")}"
 state = "{node_dir("containerd", "state")}"
+# The default imports /etc/containerd/conf.d/*.toml: the sandbox reads nothing of the host's.
+imports = []
 # NRI would listen on /var/run/nri; the other snapshotters are not needed here.
 disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs"]
 
-[grpc]
+[plugins.'io.containerd.server.v1.grpc']
   address = "{containerd_socket()}"
+
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = "{containerd_socket()}.ttrpc"
 
 [plugins.'io.containerd.cri.v1.images']
   snapshotter = "overlayfs"
@@ -951,8 +956,15 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
   [plugins.'io.containerd.cri.v1.images'.registry]
     config_path = "{node_dir("containerd", "certs.d")}"
 
+[plugins.'io.containerd.internal.v1.opt']
+  path = "{node_dir("containerd", "opt")}"
+
+[plugins.'io.containerd.image-verifier.v1.bindir']
+  bin_dir = "{node_dir("containerd", "image-verifier")}"
+
 [plugins.'io.containerd.cri.v1.runtime']
   netns_mounts_under_state_dir = true
+  cdi_spec_dirs = []
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
