@@ -16,7 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -112,12 +112,26 @@ def ready_pods(box: Sandbox, namespace: str) -> list[dict[str, Any]]:
     ]
 
 
+def ready_count(
+    box: Sandbox, namespace: str, want: int
+) -> Callable[[], list[dict[str, Any]] | None]:
+    """A check for wait_until: the ready pods once there are exactly `want` of them."""
+
+    def check() -> list[dict[str, Any]] | None:
+        ready = ready_pods(box, namespace)
+        return ready if len(ready) == want else None
+
+    return check
+
+
 def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""  # refused, reset or timed out: no HTTP answer at all
 
 
 def test_real_node_is_ready(live: Sandbox) -> None:
@@ -137,9 +151,11 @@ def test_overlays_run_the_pushed_image_by_digest(live: Sandbox) -> None:
     for app in (STAGING, PROD):
         live.wait_deployed(app, head, f"live {app}", timeout=ROLLOUT_TIMEOUT_S)
         assert live.live_image(app) == image
-        running = ready_pods(live, NAMESPACE[app])
-        want = live.deployment(app)["spec"]["replicas"]
-        assert len(running) == want
+        # The HPA raises the Deployment to its minReplicas after the first rollout.
+        hpa = live.get("hpa", DEPLOYMENT, NAMESPACE[app])
+        assert hpa is not None
+        want = hpa["spec"]["minReplicas"]
+        running = wait_until(f"{app}: {want} ready pods", ready_count(live, NAMESPACE[app], want))
         for pod in running:
             status = pod["status"]["containerStatuses"][0]
             # What containerd pulled and started, not what the spec asked for.
@@ -153,11 +169,9 @@ def test_service_answers_readyz_from_the_host(live: Sandbox) -> None:
         live.kubectl("get", "service", DEPLOYMENT, "-n", NAMESPACE[STAGING], "-o", "json").stdout
     )
     ip, port = svc["spec"]["clusterIP"], svc["spec"]["ports"][0]["port"]
-    status, body = wait_until(
-        "readyz through the Service",
-        lambda: (r := http_get(f"http://{ip}:{port}/readyz"))[0] == 200 and r,
+    wait_until(
+        "readyz through the Service", lambda: http_get(f"http://{ip}:{port}/readyz")[0] == 200
     )
-    assert status == 200
     status, body = http_get(f"http://{ip}:{port}/v1/model")
     assert status == 200
     assert json.loads(body)
