@@ -965,6 +965,10 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
 [plugins.'io.containerd.cri.v1.runtime']
   netns_mounts_under_state_dir = true
   cdi_spec_dirs = []
+  # This machine withholds CAP_SYS_RESOURCE even from root, so the kubelet's negative
+  # oom_score_adj for pause (-998) and Guaranteed pods fails in runc ("failed to update
+  # /proc/self/oom_score_adj: Permission denied"); clamp it to containerd's own (0).
+  restrict_oom_score_adj = true
   [plugins.'io.containerd.cri.v1.runtime'.containerd]
     default_runtime_name = "runc"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
@@ -1288,9 +1292,18 @@ def restore_host(before: dict[str, Any]) -> None:
 
 
 def restore_iptables(tool: str, table: str, before: set[str]) -> None:
-    """Delete the rules and the KUBE-*/CNI-* chains that were not there before."""
+    """Delete the KUBE-*/CNI-* chains that were not there before, and the rules jumping to them.
+
+    Only those: a rule someone else added meanwhile (Docker's, another sandbox's) stays.
+    """
     lines = run([tool, "-t", table, "-S"], check=False).stdout.splitlines()
-    new_rules = [line for line in lines if line.startswith("-A ") and line not in before]
+    new_rules = [
+        line
+        for line in lines
+        if line.startswith("-A ")
+        and line not in before
+        and any(f"{jump} {prefix}" in line for jump in ("-j", "-g") for prefix in CHAIN_PREFIXES)
+    ]
     new_chains = [
         line.split()[1]
         for line in lines
