@@ -835,10 +835,8 @@ def pause_image() -> str:
     return ref
 
 
-def push_single_binary_image(ref: str, binary_path: Path, target: str) -> str:
-    """Push an OCI image holding one executable (its entrypoint) to a plain-HTTP registry."""
-    registry, _, rest = ref.partition("/")
-    name, _, tag = rest.rpartition(":")
+def single_binary_image(binary_path: Path, target: str) -> tuple[bytes, bytes, bytes]:
+    """(config, gzipped layer, manifest) of an OCI image holding one executable, reproducibly."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         info = tarfile.TarInfo(target.lstrip("/"))
@@ -852,20 +850,74 @@ def push_single_binary_image(ref: str, binary_path: Path, target: str) -> str:
             "architecture": "amd64",
             "os": "linux",
             "config": {"Entrypoint": [target], "User": "65535:65535"},
-            "rootfs": {
-                "type": "layers",
-                "diff_ids": [f"sha256:{hashlib.sha256(layer_tar).hexdigest()}"],
-            },
+            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer_tar)]},
         },
         sort_keys=True,
     ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256_digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": sha256_digest(layer),
+                    "size": len(layer),
+                }
+            ],
+        },
+        sort_keys=True,
+    ).encode()
+    return config, layer, manifest
+
+
+def sha256_digest(blob: bytes) -> str:
+    return f"sha256:{hashlib.sha256(blob).hexdigest()}"
+
+
+def oci_archive(ref: str, binary_path: Path, target: str, out: Path) -> Path:
+    """The same image as an OCI archive for `ctr images import` (no registry needed)."""
+    config, layer, manifest = single_binary_image(binary_path, target)
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": sha256_digest(manifest),
+                    "size": len(manifest),
+                    "annotations": {"io.containerd.image.name": ref},
+                }
+            ],
+        }
+    ).encode()
+    entries = [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index)]
+    entries += [(f"blobs/sha256/{sha256_digest(b)[7:]}", b) for b in (config, layer, manifest)]
+    with tarfile.open(out, "w") as tar:
+        for name, blob in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return out
+
+
+def push_single_binary_image(ref: str, binary_path: Path, target: str) -> str:
+    """Push an OCI image holding one executable (its entrypoint) to a plain-HTTP registry."""
+    registry, _, rest = ref.partition("/")
+    name, _, tag = rest.rpartition(":")
+    config, layer, manifest = single_binary_image(binary_path, target)
     base = f"http://{registry}/v2/{name}"
 
-    def put_blob(blob: bytes) -> str:
-        digest = f"sha256:{hashlib.sha256(blob).hexdigest()}"
+    def put_blob(blob: bytes) -> None:
+        digest = sha256_digest(blob)
         try:
             registry_call(f"{base}/blobs/{digest}", "HEAD")
-            return digest
+            return
         except urllib.error.HTTPError as err:
             if err.code != 404:
                 raise
@@ -874,28 +926,10 @@ def push_single_binary_image(ref: str, binary_path: Path, target: str) -> str:
             location = f"http://{registry}{location}"
         sep = "&" if "?" in location else "?"
         registry_call(f"{location}{sep}digest={digest}", "PUT", blob, "application/octet-stream")
-        return digest
 
     try:
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": put_blob(config),
-                    "size": len(config),
-                },
-                "layers": [
-                    {
-                        "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                        "digest": put_blob(layer),
-                        "size": len(layer),
-                    }
-                ],
-            },
-            sort_keys=True,
-        ).encode()
+        put_blob(config)
+        put_blob(layer)
         registry_call(
             f"{base}/manifests/{tag}", "PUT", manifest, "application/vnd.oci.image.manifest.v1+json"
         )
@@ -904,7 +938,7 @@ def push_single_binary_image(ref: str, binary_path: Path, target: str) -> str:
             f"pushing {ref} to the registry at {registry} failed ({err}): is it up? "
             "(`make services-up`, or run through `docker/services.sh run --`)"
         ) from err
-    return f"sha256:{hashlib.sha256(manifest).hexdigest()}"
+    return sha256_digest(manifest)
 
 
 def registry_call(
