@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -163,3 +164,42 @@ def test_kwokctl_config_live_mode_leaves_the_node_to_the_kubelet(
     assert live["options"]["disable"] == ["kwok-controller"]
     args = {a["key"] for a in live["componentsPatches"][0]["extraArgs"]}
     assert args == {"kubelet-client-certificate", "kubelet-client-key"}
+
+
+def test_node_configs_keep_every_path_in_the_state_dir(
+    sandbox_module: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "runc").touch()
+    monkeypatch.setattr(sandbox_module, "SANDBOX_BIN", bin_dir)
+    configs = sandbox_module.write_node_configs(tmp_path / "kubeconfig", "reg/pause:1")
+    containerd = tomllib.loads(configs["containerd"].read_text())
+    assert containerd["version"] == 4
+    assert containerd["imports"] == []
+    plugins = containerd["plugins"]
+    paths = [
+        containerd["root"],
+        containerd["state"],
+        plugins["io.containerd.server.v1.grpc"]["address"],
+        plugins["io.containerd.server.v1.ttrpc"]["address"],
+        plugins["io.containerd.internal.v1.opt"]["path"],
+        plugins["io.containerd.cri.v1.runtime"]["cni"]["conf_dir"],
+        plugins["io.containerd.cri.v1.images"]["registry"]["config_path"],
+    ]
+    for path in paths:
+        assert Path(path).is_relative_to(sandbox_module.STATE), path
+    runtime = plugins["io.containerd.cri.v1.runtime"]
+    assert runtime["netns_mounts_under_state_dir"] is True
+    assert runtime["restrict_oom_score_adj"] is True
+    assert plugins["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == "reg/pause:1"
+    kubelet = json.loads(configs["kubelet"].read_text())
+    assert kubelet["failCgroupV1"] is False
+    assert kubelet["cgroupRoot"] == f"/{sandbox_module.CGROUP_PARENT}"
+    assert kubelet["address"] == sandbox_module.NODE_IP
+    assert Path(kubelet["podLogsDir"]).is_relative_to(sandbox_module.STATE)
+    proxy = json.loads(configs["kube-proxy"].read_text())
+    assert proxy["nodePortAddresses"] == [f"{sandbox_module.NODE_IP}/32"]
+    cni = json.loads(next(sandbox_module.node_dir("cni", "net.d").glob("*.conflist")).read_text())
+    assert cni["plugins"][0]["bridge"] == sandbox_module.BRIDGE
+    assert cni["plugins"][0]["ipMasq"] is False
