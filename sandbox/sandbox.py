@@ -29,6 +29,7 @@ import io
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -256,6 +257,8 @@ def kwokctl_config(live: bool = False) -> Path:
                 "extraArgs": [
                     {"key": "kubelet-client-certificate", "value": str(pki / "admin.crt")},
                     {"key": "kubelet-client-key", "value": str(pki / "admin.key")},
+                    # The node's name is not in DNS: reach the kubelet at its InternalIP.
+                    {"key": "kubelet-preferred-address-types", "value": "InternalIP"},
                 ],
             }
         ]
@@ -1349,7 +1352,8 @@ def restore_iptables(tool: str, table: str, before: set[str]) -> None:
         chain = rule.split()[1]
         if chain in new_chains:
             continue  # flushed below
-        run([tool, "-t", table, "-D", *rule.split()[1:]], check=False)
+        # -S quotes comments ("kubernetes service portals"): split like a shell would.
+        run([tool, "-t", table, "-D", *shlex.split(rule)[1:]], check=False)
     for chain in new_chains:
         run([tool, "-t", table, "-F", chain], check=False)
     for chain in new_chains:

@@ -163,7 +163,11 @@ def test_kwokctl_config_live_mode_leaves_the_node_to_the_kubelet(
     live = json.loads(sandbox_module.kwokctl_config(live=True).read_text())
     assert live["options"]["disable"] == ["kwok-controller"]
     args = {a["key"] for a in live["componentsPatches"][0]["extraArgs"]}
-    assert args == {"kubelet-client-certificate", "kubelet-client-key"}
+    assert args == {
+        "kubelet-client-certificate",
+        "kubelet-client-key",
+        "kubelet-preferred-address-types",
+    }
 
 
 def test_node_configs_keep_every_path_in_the_state_dir(
