@@ -26,7 +26,15 @@ SANDBOX_TOOL_FILES := \
 $(SANDBOX_BIN)/%:
 	sandbox/tools/build.sh $(shell echo '$*' | sed -E 's/-v[0-9]+\.[0-9]+\.[0-9]+$$//')
 
-.PHONY: sandbox-tools sandbox-deps sandbox-up sandbox-down sandbox-status e2e
+# Live mode (one real node): containerd, its shim, ctr and runc from the Go module proxy, kubelet
+# and kube-proxy from the same Kubernetes module as the control plane.
+SANDBOX_NODE_TOOL_FILES := \
+	$(SANDBOX_BIN)/kubelet-$(K8S_VERSION) $(SANDBOX_BIN)/kube-proxy-$(K8S_VERSION) \
+	$(foreach b,containerd containerd-shim-runc-v2 ctr,$(SANDBOX_BIN)/$(b)-$(CONTAINERD_VERSION)) \
+	$(SANDBOX_BIN)/runc-$(RUNC_VERSION) $(SANDBOX_BIN)/pause-$(K8S_VERSION)
+
+.PHONY: sandbox-tools sandbox-deps sandbox-up sandbox-down sandbox-status e2e \
+        sandbox-live-tools sandbox-live-deps sandbox-live-up e2e-live e2e-live-run
 
 sandbox-tools: $(SANDBOX_TOOL_FILES) ## build the sandbox's Kubernetes, etcd, kwok and Argo CD binaries (cached)
 	@for b in $(SANDBOX_K8S_BINS) etcd kwok kwokctl argocd; do sandbox/tools/build.sh $$b >/dev/null; done
@@ -38,6 +46,17 @@ sandbox-deps:
 	  echo ">> installing redis-server (Debian)"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null || \
 	  { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null; }; }
+
+sandbox-live-tools: sandbox-live-deps sandbox-tools $(SANDBOX_NODE_TOOL_FILES) ## + containerd, runc, kubelet, kube-proxy (cached)
+	@for b in kubelet kube-proxy containerd containerd-shim-runc-v2 ctr runc pause; do sandbox/tools/build.sh $$b >/dev/null; done
+
+# CNI plugins (bridge, host-local) and libseccomp's headers for runc: Debian packages.
+sandbox-live-deps: sandbox-deps
+	@missing=""; [[ -x /usr/lib/cni/bridge ]] || missing+=" containernetworking-plugins"; \
+	  [[ -f /usr/include/seccomp.h ]] || missing+=" libseccomp-dev"; \
+	  if [[ -n "$$missing" ]]; then echo ">> installing$$missing (Debian)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing >/dev/null || \
+	    { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing >/dev/null; }; fi
 
 sandbox-up: setup tools sandbox-tools sandbox-deps ## start the local control plane + Argo CD (127.0.0.1 only)
 	$(SANDBOX_PY) up
@@ -53,6 +72,19 @@ e2e: setup tools sandbox-tools sandbox-deps ## end-to-end GitOps scenarios again
 	@trap '$(SANDBOX_PY) down' EXIT; \
 	  $(SANDBOX_PY) up && \
 	  $(BIN)/pytest -m e2e tests/e2e -p no:cacheprovider $(E2E_ARGS)
+
+# Live mode needs the registry for its whole life (containerd pulls the pause and serving images
+# from it), so it runs inside `services.sh run`, which stops what it started. The test module
+# starts and stops the sandbox itself and checks that `down` leaves the host as it was.
+sandbox-live-up: setup tools sandbox-live-tools ## live mode, left running (needs `make services-up` and a pushed test image)
+	$(SANDBOX_PY) up --live --image-json $(TEST_IMAGE_JSON)
+
+e2e-live: setup tools sandbox-live-tools ## one real node: the serving image runs, proven by traffic (up, test, down)
+	$(SERVICES) run -- $(MAKE) e2e-live-run
+
+e2e-live-run: test-model
+	$(MAKE) push IMAGE_NAME=$(TEST_IMAGE_NAME) MODEL_DIR=$(TEST_MODEL) IMAGE_JSON=$(TEST_IMAGE_JSON)
+	ELPV_IMAGE_JSON=$(TEST_IMAGE_JSON) $(BIN)/pytest -m live tests/e2e/test_live_node_standalone.py tests/e2e/test_live_node.py -p no:cacheprovider $(E2E_ARGS)
 
 # Part of `make test` (and so of CI): the GitOps loop is the product; validating files is not proof.
 TEST_TARGETS += e2e

@@ -23,19 +23,27 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
+import hashlib
+import io
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = Path(os.environ.get("TOOLS", ROOT / ".tools"))
@@ -48,6 +56,8 @@ CLUSTER_NAME = "elpv-gitops"
 ARGOCD_NAMESPACE = "argocd"
 ORIGIN_REPO = "elpv-gitops.git"
 SIMULATED_NODES = 2
+# Live mode's serving image: what `make push` of the tiny test model writes (mk/image.mk).
+DEFAULT_IMAGE_JSON = ROOT / "build" / "test-image.json"
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,10 @@ class SandboxEnv:
     bin_dir: str
     state_dir: str
     started_seconds: float
+    # "kwok" (simulated nodes) or "live" (one real node: containerd + runc + kubelet + kube-proxy)
+    mode: str = "kwok"
+    # live mode: the image both overlays were seeded with (registry/name:tag@sha256:...)
+    image: str = ""
 
 
 def log(message: str) -> None:
@@ -212,30 +226,49 @@ def kwok_env() -> dict[str, str]:
     return env
 
 
-def kwokctl_config() -> Path:
-    """kwokctl options as a config file: 127.0.0.1 everywhere, our binaries, nothing downloaded."""
-    config = {
+def kwokctl_config(live: bool = False) -> Path:
+    """kwokctl options as a config file: 127.0.0.1 everywhere, our binaries, nothing downloaded.
+
+    Live mode: no kwok controller (the real kubelet owns its node), and the API server presents
+    the admin client certificate to the kubelet (logs, exec, metrics) instead of none.
+    """
+    options: dict[str, object] = {
+        "runtime": "binary",
+        "bindAddress": "127.0.0.1",
+        "kubeApiserverBinary": str(binary("kube-apiserver")),
+        "kubeControllerManagerBinary": str(binary("kube-controller-manager")),
+        "kubeSchedulerBinary": str(binary("kube-scheduler")),
+        "kwokControllerBinary": str(binary("kwok")),
+        "etcdBinary": str(binary("etcd")),
+        "kubectlBinary": str(binary("kubectl")),
+        "quietPull": True,
+    }
+    config: dict[str, object] = {
         "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
         "kind": "KwokctlConfiguration",
-        "options": {
-            "runtime": "binary",
-            "bindAddress": "127.0.0.1",
-            "kubeApiserverBinary": str(binary("kube-apiserver")),
-            "kubeControllerManagerBinary": str(binary("kube-controller-manager")),
-            "kubeSchedulerBinary": str(binary("kube-scheduler")),
-            "kwokControllerBinary": str(binary("kwok")),
-            "etcdBinary": str(binary("etcd")),
-            "kubectlBinary": str(binary("kubectl")),
-            "quietPull": True,
-        },
+        "options": options,
     }
+    if live:
+        pki = STATE / "kwok" / "clusters" / CLUSTER_NAME / "pki"
+        options["disable"] = ["kwok-controller"]
+        config["componentsPatches"] = [
+            {
+                "name": "kube-apiserver",
+                "extraArgs": [
+                    {"key": "kubelet-client-certificate", "value": str(pki / "admin.crt")},
+                    {"key": "kubelet-client-key", "value": str(pki / "admin.key")},
+                    # The node's name is not in DNS: reach the kubelet at its InternalIP.
+                    {"key": "kubelet-preferred-address-types", "value": "InternalIP"},
+                ],
+            }
+        ]
     path = STATE / "kwokctl.yaml"
     # JSON is YAML: kwokctl reads either.
     path.write_text(json.dumps(config, indent=2))
     return path
 
 
-def start_control_plane(kubeconfig: Path) -> None:
+def start_control_plane(kubeconfig: Path, live: bool = False) -> None:
     kwokctl = binary("kwokctl")
     log("starting kube-apiserver, etcd, controller-manager, scheduler and kwok (kwokctl)")
     run(
@@ -246,7 +279,7 @@ def start_control_plane(kubeconfig: Path) -> None:
             "--name",
             CLUSTER_NAME,
             "--config",
-            kwokctl_config(),
+            kwokctl_config(live),
             "--kubeconfig",
             kubeconfig,
             "--wait",
@@ -254,6 +287,8 @@ def start_control_plane(kubeconfig: Path) -> None:
         ],
         env=kwok_env(),
     )
+    if live:
+        return
     log(f"adding {SIMULATED_NODES} simulated nodes")
     run(
         [
@@ -349,7 +384,7 @@ def start_origin() -> tuple[str, Path]:
     return f"git://127.0.0.1:{port}/{ORIGIN_REPO}", bare
 
 
-def seed_origin(origin_url: str) -> Path:
+def seed_origin(origin_url: str, image: str = "") -> Path:
     """Push HEAD to origin's main, plus one commit pointing argocd/ at origin.
 
     The URL goes in through the manifests' one override mechanism (the gitops-repo values,
@@ -373,6 +408,8 @@ def seed_origin(origin_url: str) -> Path:
             [kustomize, "edit", "remove", "patch", "--path", "prod-sync-window.yaml"],
             cwd=argocd_dir,
         )
+    if image:
+        seed_images(clone, image)
     run(
         ["git", "commit", "--quiet", "-am", "sandbox: point Argo CD at the local origin"],
         cwd=clone,
@@ -686,22 +723,706 @@ def bootstrap_applications(kubeconfig: Path, seed: Path) -> None:
     kubectl(kubeconfig, "apply", "-f", "-", input_text=rendered)
 
 
+# --- live mode: one real node (containerd + runc + CNI bridge + kubelet + kube-proxy) ---------
+#
+# Everything the node writes goes under STATE, except what the components hard-code: containerd's
+# shim sockets (/run/containerd/s), the CNI result cache (/var/lib/cni), the kubelet's log
+# symlinks (/var/log/containers), the cgroups (/sys/fs/cgroup/*/elpv-sandbox), iptables chains
+# (KUBE-*, CNI-*) and a few sysctls. `up` records what exists before it starts (HOST_BEFORE) and
+# `down` removes exactly what is new, so the host is left as it was (tests/e2e/test_live_node.py
+# checks it).
+
+NODE_NAME = "elpv-node"
+BRIDGE = "elpv-br0"  # created by `up`; the CNI bridge plugin attaches the pods' veths to it
+POD_SUBNET = "10.244.0.0/24"
+NODE_IP = "10.244.0.1"  # the bridge's address: the node's InternalIP and the pods' gateway
+CGROUP_PARENT = "elpv-sandbox"  # kubelet cgroupRoot: every pod cgroup lives below it
+REGISTRY = os.environ.get("ELPV_REGISTRY_ADDR", "127.0.0.1:5000")
+HOST_BEFORE = RUN / "host-before.json"
+# Host paths a node component writes to although its state is elsewhere (see above).
+HOST_PATHS = (
+    "/run/containerd",
+    "/run/containerd/s",
+    "/run/netns",
+    "/run/nri",
+    "/var/lib/cni",
+    "/var/lib/cni/results",
+    "/var/lib/kubelet",
+    "/var/lib/containerd",
+    "/var/log/containers",
+    "/var/log/pods",
+    "/etc/cni",
+    "/etc/kubernetes",
+    "/opt/cni",
+    "/usr/libexec/kubernetes",
+)
+# Kernel settings the kubelet (protectKernelDefaults: false), the bridge plugin (isGateway turns
+# on forwarding) and kube-proxy may change; `down` puts back what it found.
+SYSCTLS = (
+    "vm/overcommit_memory",
+    "kernel/panic",
+    "kernel/panic_on_oops",
+    "kernel/keys/root_maxkeys",
+    "kernel/keys/root_maxbytes",
+    "net/ipv4/ip_forward",
+    "net/ipv4/conf/all/route_localnet",
+    "net/bridge/bridge-nf-call-iptables",
+    "net/bridge/bridge-nf-call-ip6tables",
+)
+CHAIN_PREFIXES = ("KUBE-", "CNI-")
+IPTABLES_TABLES = ("filter", "nat", "mangle", "raw")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def node_dir(*parts: str) -> Path:
+    return STATE.joinpath("node", *parts)
+
+
+def containerd_socket() -> Path:
+    return node_dir("containerd", "containerd.sock")
+
+
+def host_snapshot() -> dict[str, Any]:
+    """What exists on the host outside STATE that a node could leave behind."""
+    paths: dict[str, list[str] | None] = {}
+    for path in HOST_PATHS:
+        p = Path(path)
+        paths[path] = sorted(os.listdir(p)) if p.is_dir() else None
+    links = sorted(
+        line.split(":", 2)[1].strip().split("@")[0]
+        for line in run(["ip", "-o", "link", "show"]).stdout.splitlines()
+        if line.count(":") >= 2
+    )
+    chains: dict[str, list[str]] = {}
+    for tool in ("iptables", "ip6tables"):
+        if shutil.which(tool) is None:
+            continue
+        for table in IPTABLES_TABLES:
+            out = run([tool, "-t", table, "-S"], check=False).stdout
+            chains[f"{tool}/{table}"] = sorted(out.splitlines())
+    sysctls = {}
+    for key in SYSCTLS:
+        with contextlib.suppress(OSError):
+            sysctls[key] = (Path("/proc/sys") / key).read_text().strip()
+    cgroups = sorted(
+        str(d.relative_to(CGROUP_ROOT))
+        for d in CGROUP_ROOT.glob(f"*/{CGROUP_PARENT}")
+        if d.is_dir()
+    )
+    mounts = sorted(
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if not line.split()[4].startswith(str(STATE))
+    )
+    return {
+        "paths": paths,
+        "links": links,
+        "iptables": chains,
+        "sysctls": sysctls,
+        "cgroups": cgroups,
+        "mounts": mounts,
+    }
+
+
+def pause_image() -> str:
+    """Kubernetes' own pause (build/pause/linux/pause.c of the pinned module), built and pushed.
+
+    The pod sandbox ("infra") container of every pod, compiled by `sandbox/tools/build.sh pause`,
+    packed as a one-layer OCI image with fixed timestamps (so the digest only changes with the
+    source) and pushed to the local registry through its HTTP API. Returns the image reference.
+    """
+    version = read_versions()["K8S_VERSION"]
+    ref = f"{REGISTRY}/elpv-sandbox/pause:{version}"
+    out = binary("pause")
+    push_single_binary_image(ref, out, "/pause")
+    return ref
+
+
+def single_binary_image(binary_path: Path, target: str) -> tuple[bytes, bytes, bytes]:
+    """(config, gzipped layer, manifest) of an OCI image holding one executable, reproducibly."""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(target.lstrip("/"))
+        data = binary_path.read_bytes()
+        info.size, info.mode, info.mtime = len(data), 0o755, 0
+        tar.addfile(info, io.BytesIO(data))
+    layer_tar = raw.getvalue()
+    layer = gzip.compress(layer_tar, mtime=0)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Entrypoint": [target], "User": "65535:65535"},
+            "rootfs": {"type": "layers", "diff_ids": [sha256_digest(layer_tar)]},
+        },
+        sort_keys=True,
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha256_digest(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": sha256_digest(layer),
+                    "size": len(layer),
+                }
+            ],
+        },
+        sort_keys=True,
+    ).encode()
+    return config, layer, manifest
+
+
+def sha256_digest(blob: bytes) -> str:
+    return f"sha256:{hashlib.sha256(blob).hexdigest()}"
+
+
+def oci_archive(ref: str, binary_path: Path, target: str, out: Path) -> Path:
+    """The same image as an OCI archive for `ctr images import` (no registry needed)."""
+    config, layer, manifest = single_binary_image(binary_path, target)
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "manifests": [
+                {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": sha256_digest(manifest),
+                    "size": len(manifest),
+                    "annotations": {"io.containerd.image.name": ref},
+                }
+            ],
+        }
+    ).encode()
+    entries = [("oci-layout", b'{"imageLayoutVersion":"1.0.0"}'), ("index.json", index)]
+    entries += [(f"blobs/sha256/{sha256_digest(b)[7:]}", b) for b in (config, layer, manifest)]
+    with tarfile.open(out, "w") as tar:
+        for name, blob in entries:
+            info = tarfile.TarInfo(name)
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    return out
+
+
+def push_single_binary_image(ref: str, binary_path: Path, target: str) -> str:
+    """Push an OCI image holding one executable (its entrypoint) to a plain-HTTP registry."""
+    registry, _, rest = ref.partition("/")
+    name, _, tag = rest.rpartition(":")
+    config, layer, manifest = single_binary_image(binary_path, target)
+    base = f"http://{registry}/v2/{name}"
+
+    def put_blob(blob: bytes) -> None:
+        digest = sha256_digest(blob)
+        try:
+            registry_call(f"{base}/blobs/{digest}", "HEAD")
+            return
+        except urllib.error.HTTPError as err:
+            if err.code != 404:
+                raise
+        location = registry_call(f"{base}/blobs/uploads/", "POST", b"")
+        if location.startswith("/"):
+            location = f"http://{registry}{location}"
+        sep = "&" if "?" in location else "?"
+        registry_call(f"{location}{sep}digest={digest}", "PUT", blob, "application/octet-stream")
+
+    try:
+        put_blob(config)
+        put_blob(layer)
+        registry_call(
+            f"{base}/manifests/{tag}", "PUT", manifest, "application/vnd.oci.image.manifest.v1+json"
+        )
+    except (urllib.error.URLError, OSError) as err:
+        raise SandboxError(
+            f"pushing {ref} to the registry at {registry} failed ({err}): is it up? "
+            "(`make services-up`, or run through `docker/services.sh run --`)"
+        ) from err
+    return sha256_digest(manifest)
+
+
+def registry_call(
+    url: str, method: str, data: bytes | None = None, content_type: str | None = None
+) -> str:
+    """One request to the plain-HTTP local registry; returns the Location header (if any)."""
+    if not url.startswith("http://"):
+        raise SandboxError(f"not a registry URL: {url}")
+    headers = {"Content-Type": content_type} if content_type else {}
+    request = urllib.request.Request(url, method=method, data=data, headers=headers)  # noqa: S310 (http:// checked above)
+    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (http:// checked above)
+        location: str = resp.headers.get("Location", "")
+        return location
+
+
+def write_node_configs(kubeconfig: Path, pause: str) -> dict[str, Path]:
+    """containerd, CNI, kubelet and kube-proxy configuration files, all under STATE/node."""
+    pki = STATE / "kwok" / "clusters" / CLUSTER_NAME / "pki"
+    for sub in ("containerd", "cni/net.d", "cni/ipam", "kubelet", "kubelet-logs", "runc"):
+        node_dir(*sub.split("/")).mkdir(parents=True, exist_ok=True)
+    certs = node_dir("containerd", "certs.d", REGISTRY)
+    certs.mkdir(parents=True, exist_ok=True)
+    (certs / "hosts.toml").write_text(
+        f'server = "http://{REGISTRY}"\n\n'
+        f'[host."http://{REGISTRY}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
+    containerd_toml = node_dir("containerd", "config.toml")
+    containerd_toml.write_text(
+        f"""version = 4
+root = "{node_dir("containerd", "root")}"
+state = "{node_dir("containerd", "state")}"
+# The default imports /etc/containerd/conf.d/*.toml: the sandbox reads nothing of the host's.
+imports = []
+# NRI would listen on /var/run/nri; the other snapshotters are not needed here.
+disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.blockfile", "io.containerd.snapshotter.v1.erofs"]
+
+[plugins.'io.containerd.server.v1.grpc']
+  address = "{containerd_socket()}"
+
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = "{containerd_socket()}.ttrpc"
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "{pause}"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "{node_dir("containerd", "certs.d")}"
+
+[plugins.'io.containerd.internal.v1.opt']
+  path = "{node_dir("containerd", "opt")}"
+
+[plugins.'io.containerd.image-verifier.v1.bindir']
+  bin_dir = "{node_dir("containerd", "image-verifier")}"
+
+[plugins.'io.containerd.cri.v1.runtime']
+  netns_mounts_under_state_dir = true
+  cdi_spec_dirs = []
+  # This machine withholds CAP_SYS_RESOURCE even from root, so the kubelet's negative
+  # oom_score_adj for pause (-998) and Guaranteed pods fails in runc ("failed to update
+  # /proc/self/oom_score_adj: Permission denied"); clamp it to containerd's own (0).
+  restrict_oom_score_adj = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = "runc"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = "{binary("runc")}"
+        Root = "{node_dir("runc")}"
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["/usr/lib/cni"]
+    conf_dir = "{node_dir("cni", "net.d")}"
+    max_conf_num = 1
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+"""
+    )
+    node_dir("cni", "net.d", "10-elpv-sandbox.conflist").write_text(
+        json.dumps(
+            {
+                "cniVersion": "1.0.0",
+                "name": "elpv-sandbox",
+                "plugins": [
+                    {
+                        "type": "bridge",
+                        "bridge": BRIDGE,
+                        "isGateway": True,
+                        "ipMasq": False,
+                        "hairpinMode": True,
+                        "ipam": {
+                            "type": "host-local",
+                            "ranges": [[{"subnet": POD_SUBNET, "gateway": NODE_IP}]],
+                            "dataDir": str(node_dir("cni", "ipam")),
+                        },
+                    }
+                ],
+            },
+            indent=2,
+        )
+    )
+    kubelet_yaml = node_dir("kubelet", "config.yaml")
+    kubelet_yaml.write_text(
+        json.dumps(
+            {
+                "apiVersion": "kubelet.config.k8s.io/v1beta1",
+                "kind": "KubeletConfiguration",
+                "address": NODE_IP,
+                "port": 10250,
+                "readOnlyPort": 0,
+                "healthzBindAddress": "127.0.0.1",
+                "healthzPort": free_port(),
+                "authentication": {
+                    "anonymous": {"enabled": False},
+                    "webhook": {"enabled": True},
+                    "x509": {"clientCAFile": str(pki / "ca.crt")},
+                },
+                "authorization": {"mode": "Webhook"},
+                # This machine mounts cgroup v1 only; kubelet 1.35+ refuses it unless told.
+                "failCgroupV1": False,
+                "cgroupDriver": "cgroupfs",
+                "cgroupRoot": f"/{CGROUP_PARENT}",
+                "failSwapOn": False,
+                "containerRuntimeEndpoint": f"unix://{containerd_socket()}",
+                "podLogsDir": str(node_dir("kubelet-logs")),
+                "volumePluginDir": str(node_dir("kubelet", "volume-plugins")),
+                "serializeImagePulls": False,
+                "maxPods": 30,
+                "imageGCHighThresholdPercent": 100,
+                "imageGCLowThresholdPercent": 99,
+                # A shared disk of a test machine: evict only when it is really full.
+                "evictionHard": {
+                    "memory.available": "100Mi",
+                    "nodefs.available": "1%",
+                    "imagefs.available": "1%",
+                    "nodefs.inodesFree": "1%",
+                },
+                "resolvConf": "/etc/resolv.conf",
+                "nodeStatusUpdateFrequency": "4s",
+                "syncFrequency": "10s",
+            },
+            indent=2,
+        )
+    )
+    proxy_yaml = node_dir("kube-proxy.yaml")
+    proxy_yaml.write_text(
+        json.dumps(
+            {
+                "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+                "kind": "KubeProxyConfiguration",
+                "clientConnection": {"kubeconfig": str(kubeconfig)},
+                "mode": "iptables",
+                "hostnameOverride": NODE_NAME,
+                "clusterCIDR": POD_SUBNET,
+                "healthzBindAddress": f"127.0.0.1:{free_port()}",
+                "metricsBindAddress": f"127.0.0.1:{free_port()}",
+                # NodePorts only on the bridge address, never on the host's interfaces.
+                "nodePortAddresses": [f"{NODE_IP}/32"],
+                # Leave the host's conntrack table sizes and timeouts alone.
+                "conntrack": {
+                    "maxPerCore": 0,
+                    "min": 0,
+                    "tcpEstablishedTimeout": "0s",
+                    "tcpCloseWaitTimeout": "0s",
+                },
+                "iptables": {"localhostNodePorts": False},
+            },
+            indent=2,
+        )
+    )
+    return {"containerd": containerd_toml, "kubelet": kubelet_yaml, "kube-proxy": proxy_yaml}
+
+
+def node_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # containerd finds its shim (containerd-shim-runc-v2) on PATH.
+    env["PATH"] = f"{SANDBOX_BIN}:/usr/sbin:/sbin:{env.get('PATH', '/usr/bin:/bin')}"
+    return env
+
+
+def ctr(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return run(
+        [binary("ctr"), "--address", containerd_socket(), "--namespace", "k8s.io", *args],
+        check=check,
+    )
+
+
+def start_node(kubeconfig: Path) -> None:
+    """Bridge, containerd, kubelet, kube-proxy; wait until the node is Ready."""
+    if os.geteuid() != 0:
+        raise SandboxError("live mode runs a kubelet and containerd: it needs root")
+    for tool in ("ip", "iptables", "umount"):
+        if shutil.which(tool) is None:
+            raise SandboxError(f"live mode needs `{tool}` on PATH")
+    if not Path("/usr/lib/cni/bridge").exists():
+        raise SandboxError(
+            "the CNI plugins are missing: `apt-get install containernetworking-plugins`"
+        )
+    log("live node: pause image -> local registry")
+    pause = pause_image()
+    configs = write_node_configs(kubeconfig, pause)
+    # The bridge exists before the first pod so that the kubelet can serve on its address.
+    run(["ip", "link", "add", BRIDGE, "type", "bridge"])
+    run(["ip", "addr", "add", f"{NODE_IP}/24", "dev", BRIDGE])
+    run(["ip", "link", "set", BRIDGE, "up"])
+    env = node_env()
+    log(f"live node: containerd {read_versions()['CONTAINERD_VERSION']} + runc")
+    start_process("containerd", [binary("containerd"), "--config", configs["containerd"]], env)
+    wait_for("containerd", containerd_socket().exists, 60, "containerd")
+    create_cgroup_root()
+    log(f"live node: kubelet + kube-proxy ({NODE_NAME}, {NODE_IP})")
+    start_process(
+        "kubelet",
+        [
+            binary("kubelet"),
+            "--config",
+            configs["kubelet"],
+            "--kubeconfig",
+            kubeconfig,
+            "--root-dir",
+            node_dir("kubelet", "root"),
+            "--cert-dir",
+            node_dir("kubelet", "pki"),
+            "--hostname-override",
+            NODE_NAME,
+            "--node-ip",
+            NODE_IP,
+            "--node-labels",
+            "topology.kubernetes.io/zone=sandbox",
+            "--v",
+            "1",
+        ],
+        env,
+    )
+    start_process("kube-proxy", [binary("kube-proxy"), "--config", configs["kube-proxy"]], env)
+
+    def ready() -> bool:
+        out = run(
+            [
+                binary("kubectl"),
+                "--kubeconfig",
+                kubeconfig,
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
+                'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
+            ],
+            check=False,
+        ).stdout
+        return out.strip() == "True"
+
+    wait_for(f"node {NODE_NAME}", ready, 120, "kubelet")
+
+
+def create_cgroup_root() -> None:
+    """The kubelet's cgroupRoot must exist in every hierarchy before it starts (cgroup v1)."""
+    for hierarchy in sorted(CGROUP_ROOT.iterdir()):
+        if not (hierarchy / "cgroup.procs").exists():
+            continue
+        parent = hierarchy / CGROUP_PARENT
+        parent.mkdir(exist_ok=True)
+        # A new v1 cpuset has no CPUs and no memory nodes: inherit the root's.
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if (hierarchy / name).exists():
+                (parent / name).write_text((hierarchy / name).read_text())
+
+
+def stop_node() -> None:
+    """Kubelet first (so nothing restarts), then every container, then containerd and the rest."""
+    for name in ("kubelet", "kube-proxy"):
+        stop_process(name)
+    socket_path = containerd_socket()
+    if socket_path.exists() and (RUN / "containerd.pid").exists():
+        tasks = ctr("tasks", "ls", "-q", check=False).stdout.split()
+        for task in tasks:
+            ctr("tasks", "kill", "--signal", "SIGKILL", task, check=False)
+        deadline = time.monotonic() + 15
+        for task in tasks:
+            while ctr("tasks", "delete", task, check=False).returncode != 0:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+    stop_process("containerd")
+    # Shims re-parent themselves to init (own session): they are found by our socket's path.
+    kill_matching(str(socket_path))
+    kill_cgroup_members()
+
+
+def kill_matching(needle: str) -> None:
+    """SIGKILL every process whose command line contains `needle` (a path inside STATE)."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if needle in cmdline and int(proc.name) != os.getpid():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(proc.name), signal.SIGKILL)
+
+
+def kill_cgroup_members() -> None:
+    """SIGKILL anything still in a pod cgroup, then remove the cgroups, deepest first."""
+    for controller in sorted(CGROUP_ROOT.glob(f"*/{CGROUP_PARENT}")):
+        for procs in controller.rglob("cgroup.procs"):
+            with contextlib.suppress(OSError):
+                for pid in procs.read_text().split():
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(int(pid), signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    for controller in sorted(CGROUP_ROOT.glob(f"*/{CGROUP_PARENT}")):
+        dirs = sorted(
+            (d for d in controller.rglob("*") if d.is_dir()),
+            key=lambda d: len(d.parts),
+            reverse=True,
+        )
+        for d in [*dirs, controller]:
+            while True:
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        log(f"cgroup {d} still busy")
+                        break
+                    time.sleep(0.2)
+
+
+def unmount_state() -> None:
+    """Lazily unmount everything mounted below STATE (pod volumes, rootfs, netns), deepest first."""
+    prefix = str(STATE)
+    for _ in range(5):
+        mounts = [
+            line.split()[4]
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()
+            if line.split()[4] == prefix or line.split()[4].startswith(prefix + "/")
+        ]
+        if not mounts:
+            return
+        for mount in sorted(set(mounts), key=len, reverse=True):
+            run(["umount", "-l", mount], check=False)
+
+
+def restore_host(before: dict[str, Any]) -> None:
+    """Remove what the node added outside STATE (HOST_BEFORE has what was there before)."""
+    run(["ip", "link", "delete", BRIDGE], check=False)
+    paths = before["paths"]
+    in_use = Path("/proc/net/unix").read_text()
+    # Deepest first: /run/containerd/s before /run/containerd.
+    for path in sorted(HOST_PATHS, key=len, reverse=True):
+        p = Path(path)
+        if not p.is_dir():
+            continue
+        old = paths.get(path)
+        keep = set(old) if isinstance(old, list) else set()
+        for entry in p.iterdir():
+            if entry.name in keep or str(entry) in HOST_PATHS:
+                continue
+            if entry.is_socket() and str(entry) in in_use:
+                continue  # someone else's live socket (another containerd's shim)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    entry.unlink()
+        if old is None:
+            with contextlib.suppress(OSError):
+                p.rmdir()
+    for key, rules in before["iptables"].items():
+        tool, table = key.split("/")
+        restore_iptables(tool, table, set(rules))
+    for key, value in before["sysctls"].items():
+        path = Path("/proc/sys") / key
+        with contextlib.suppress(OSError):
+            if path.read_text().strip() != value:
+                path.write_text(f"{value}\n")
+
+
+def restore_iptables(tool: str, table: str, before: set[str]) -> None:
+    """Delete the KUBE-*/CNI-* chains that were not there before, and the rules jumping to them.
+
+    Only those: a rule someone else added meanwhile (Docker's, another sandbox's) stays.
+    """
+    lines = run([tool, "-t", table, "-S"], check=False).stdout.splitlines()
+    new_rules = [
+        line
+        for line in lines
+        if line.startswith("-A ")
+        and line not in before
+        and any(f"{jump} {prefix}" in line for jump in ("-j", "-g") for prefix in CHAIN_PREFIXES)
+    ]
+    new_chains = [
+        line.split()[1]
+        for line in lines
+        if line.startswith("-N ")
+        and line not in before
+        and line.split()[1].startswith(CHAIN_PREFIXES)
+    ]
+    for rule in new_rules:
+        chain = rule.split()[1]
+        if chain in new_chains:
+            continue  # flushed below
+        # -S quotes comments ("kubernetes service portals"): split like a shell would.
+        run([tool, "-t", table, "-D", *shlex.split(rule)[1:]], check=False)
+    for chain in new_chains:
+        run([tool, "-t", table, "-F", chain], check=False)
+    for chain in new_chains:
+        run([tool, "-t", table, "-X", chain], check=False)
+
+
+def host_leftovers(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What differs between two host snapshots, in words (empty: the host is as it was)."""
+    problems = []
+    for key in ("links", "cgroups", "mounts"):
+        extra = sorted(set(after[key]) - set(before[key]))
+        if extra:
+            problems.append(f"{key} left: {extra}")
+    for section in ("paths", "iptables", "sysctls"):
+        b, a = before[section], after[section]
+        for name in sorted(set(a) | set(b)):
+            old, new = b.get(name), a.get(name)
+            if isinstance(old, list) and isinstance(new, list):
+                extra = sorted(set(new) - set(old))
+                if extra:
+                    problems.append(f"{section} {name}: new {extra}")
+            elif old != new:
+                problems.append(f"{section} {name}: {old!r} -> {new!r}")
+    return problems
+
+
+def seed_images(clone: Path, image: str) -> None:
+    """Point both overlays at `image` (registry/name:tag@digest), as `gitops bump` would."""
+    kustomize = TOOLS / "bin" / "kustomize"
+    for env_name in ("staging", "prod"):
+        run(
+            [kustomize, "edit", "set", "image", f"elpv-classifier={image}"],
+            cwd=clone / "overlays" / env_name,
+        )
+
+
+def image_from_json(path: Path) -> str:
+    """registry/name:tag@digest from docker/push.sh's JSON ({image, tag, digest})."""
+    if not path.exists():
+        raise SandboxError(
+            f"{path} is missing: live mode runs the serving image; push one first "
+            "(`make push IMAGE_JSON=...` or `make e2e-live`, which pushes the tiny test model's)"
+        )
+    data = json.loads(path.read_text())
+    return f"{data['image']}:{data['tag']}@{data['digest']}"
+
+
 # --- up / down -------------------------------------------------------------------------------
 
 
-def up() -> SandboxEnv:
+def up(live: bool = False, image_json: Path | None = None) -> SandboxEnv:
     if ENV_FILE.exists():
         raise SandboxError(f"a sandbox is already up ({ENV_FILE}): `make sandbox-down` first")
     started = time.monotonic()
+    image = image_from_json(image_json or DEFAULT_IMAGE_JSON) if live else ""
     if STATE.exists():
         shutil.rmtree(STATE)
     STATE.mkdir(parents=True)
     kubeconfig = STATE / "kubeconfig"
     try:
-        start_control_plane(kubeconfig)
+        if live:
+            RUN.mkdir(parents=True, exist_ok=True)
+            HOST_BEFORE.write_text(json.dumps(host_snapshot(), indent=1))
+        start_control_plane(kubeconfig, live)
+        if live:
+            start_node(kubeconfig)
         redis_port = start_redis()
         origin_url, origin_path = start_origin()
-        seed = seed_origin(origin_url)
+        seed = seed_origin(origin_url, image)
         password = secrets.token_urlsafe(18)
         install_argocd(kubeconfig, password)
         server_port, _ = start_argocd(kubeconfig, redis_port)
@@ -718,6 +1439,8 @@ def up() -> SandboxEnv:
             bin_dir=str(SANDBOX_BIN),
             state_dir=str(STATE),
             started_seconds=0.0,
+            mode="live" if live else "kwok",
+            image=image,
         )
         argocd_login(env)
         bootstrap_applications(kubeconfig, seed)
@@ -741,10 +1464,17 @@ def down(keep_logs: bool = False) -> None:
     for name in (*ARGOCD_PROCESSES, "git-daemon", "redis"):
         stop_process(name)
     remove_firewall_rules()
+    live = HOST_BEFORE.exists()
+    if live:
+        stop_node()
     stop_control_plane()
     leftovers = sorted(p.stem for p in RUN.glob("*.pid")) if RUN.exists() else []
     for name in leftovers:
         stop_process(name)
+    if live:
+        before = json.loads(HOST_BEFORE.read_text())
+        unmount_state()
+        restore_host(before)
     if STATE.exists():
         if keep_logs and LOGS.exists():
             kept = Path(tempfile.mkdtemp(prefix="elpv-sandbox-logs-"))
@@ -779,10 +1509,22 @@ def running() -> Iterator[SandboxEnv]:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument(
+        "--live",
+        action="store_true",
+        help="one real node (containerd, runc, kubelet, kube-proxy) instead of simulated ones",
+    )
+    parser.add_argument(
+        "--image-json",
+        type=Path,
+        default=DEFAULT_IMAGE_JSON,
+        help="live mode: the pushed serving image both overlays are seeded with "
+        "(docker/push.sh's JSON; default %(default)s)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            up()
+            up(live=args.live, image_json=args.image_json)
         elif args.command == "down":
             down()
         else:

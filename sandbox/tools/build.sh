@@ -28,7 +28,7 @@ export CGO_ENABLED=0
 source "$here/versions.sh"
 
 usage() {
-	echo "usage: $0 <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|etcd|kwok|kwokctl|argocd>" >&2
+	echo "usage: $0 <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy|etcd|kwok|kwokctl|argocd|containerd|containerd-shim-runc-v2|ctr|runc|pause>" >&2
 	exit 2
 }
 [[ $# -eq 1 ]] || usage
@@ -44,7 +44,7 @@ k8s_ldflags() {
 }
 
 case "$bin" in
-kube-apiserver | kube-controller-manager | kube-scheduler | kubectl)
+kube-apiserver | kube-controller-manager | kube-scheduler | kubectl | kubelet | kube-proxy)
 	module=kubernetes version=$K8S_VERSION pkg=k8s.io/kubernetes/cmd/$bin ldflags="$(k8s_ldflags)"
 	;;
 etcd)
@@ -54,6 +54,26 @@ etcd)
 kwok | kwokctl)
 	module=kwok version=$KWOK_VERSION pkg=sigs.k8s.io/kwok/cmd/$bin
 	ldflags="-s -w"
+	;;
+containerd | containerd-shim-runc-v2 | ctr)
+	module=containerd version=$CONTAINERD_VERSION pkg=github.com/containerd/containerd/v2/cmd/$bin
+	ldflags="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+	# Static, no cgo (what containerd's release builds of the shim do; btrfs needs cgo: left out).
+	tags="urfave_cli_no_docs osusergo netgo static_build"
+	[[ $bin == containerd-shim-runc-v2 ]] && tags+=" no_grpc"
+	;;
+runc)
+	# runc's nsenter is C and the RuntimeDefault seccomp profile needs libseccomp (Debian
+	# libseccomp-dev at build time, libseccomp2 at run time); libpathrs (Rust) is left out.
+	module=runc version=$RUNC_VERSION pkg=github.com/opencontainers/runc
+	ldflags="-s -w"
+	tags="seccomp urfave_cli_no_docs"
+	export CGO_ENABLED=1
+	;;
+pause)
+	# Kubernetes' pod infra ("pause") program, from the pinned module's build/pause/linux/pause.c,
+	# compiled statically with the host's gcc (Debian libc6-dev ships libc.a).
+	module=kubernetes version=$K8S_VERSION
 	;;
 argocd)
 	module=argocd version=$ARGOCD_VERSION pkg=github.com/argoproj/argo-cd/v3/cmd
@@ -73,10 +93,17 @@ else
 	echo ">> building $bin $version from the Go module proxy (cold: minutes; see docs/sandbox.md)"
 	cd "$here/$module"
 	start=$(date +%s)
-	# shellcheck disable=SC2086  # NICE is a command prefix on purpose
-	$NICE /usr/bin/time -v -o "$logs/$bin.time" \
-		go build -p "$GO_BUILD_P" -ldflags "$ldflags" -o "$out.tmp" "$pkg"
-	mv "$out.tmp" "$out"
+	if [[ $bin == pause ]]; then
+		src="$(go list -m -f '{{.Dir}}' k8s.io/kubernetes)/build/pause/linux/pause.c"
+		/usr/bin/time -v -o "$logs/$bin.time" \
+			gcc -Os -static -Wall -DVERSION="$version" -o "$out.tmp.$$" "$src"
+		strip "$out.tmp.$$"
+	else
+		# shellcheck disable=SC2086  # NICE is a command prefix on purpose
+		$NICE /usr/bin/time -v -o "$logs/$bin.time" \
+			go build -p "$GO_BUILD_P" -tags "${tags:-}" -ldflags "$ldflags" -o "$out.tmp.$$" "$pkg"
+	fi
+	mv "$out.tmp.$$" "$out"
 	echo "wall_seconds: $(($(date +%s) - start))" >>"$logs/$bin.time"
 	echo ">> built $out in $(($(date +%s) - start)) s (max RSS $(awk -F': ' '/Maximum resident/ {printf "%d MiB", $2/1024}' "$logs/$bin.time"))"
 fi

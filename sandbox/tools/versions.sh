@@ -6,3 +6,7 @@ K8S_MINOR=36
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 ARGOCD_VERSION=v3.5.3
+# The real node (live mode, docs/sandbox.md): containerd 2.3 is the line that lists Kubernetes
+# 1.36 as supported and still runs on cgroup v1; runc is the version containerd 2.3.7 tests with.
+CONTAINERD_VERSION=v2.3.7
+RUNC_VERSION=v1.5.2

@@ -8,9 +8,11 @@ child that ignores SIGTERM.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 import time
+import tomllib
 from pathlib import Path
 from types import ModuleType
 
@@ -101,3 +103,107 @@ def test_main_rejects_unknown_command(sandbox_module: ModuleType) -> None:
     with pytest.raises(SystemExit) as exc:
         sandbox_module.main(["sideways"])
     assert exc.value.code == 2
+
+
+# --- live mode (one real node): the pieces that need no root and no node --------------------
+
+
+def test_host_leftovers_names_everything_a_node_can_leave(sandbox_module: ModuleType) -> None:
+    before = {
+        "paths": {"/run/containerd": None, "/var/lib/cni": ["networks"]},
+        "links": ["eth0", "lo"],
+        "iptables": {"iptables/nat": ["-P OUTPUT ACCEPT"]},
+        "sysctls": {"net/ipv4/ip_forward": "0"},
+        "cgroups": [],
+        "mounts": ["/"],
+    }
+    assert sandbox_module.host_leftovers(before, before) == []
+    after = {
+        "paths": {"/run/containerd": ["s"], "/var/lib/cni": ["networks", "results"]},
+        "links": ["elpv-br0", "eth0", "lo"],
+        "iptables": {"iptables/nat": ["-N KUBE-SERVICES", "-P OUTPUT ACCEPT"]},
+        "sysctls": {"net/ipv4/ip_forward": "1"},
+        "cgroups": ["memory/elpv-sandbox"],
+        "mounts": ["/", "/run/netns/cni-1"],
+    }
+    found = "\n".join(sandbox_module.host_leftovers(before, after))
+    for leftover in (
+        "elpv-br0",
+        "memory/elpv-sandbox",
+        "/run/netns/cni-1",
+        "/run/containerd",
+        "results",
+        "KUBE-SERVICES",
+        "ip_forward",
+    ):
+        assert leftover in found, f"{leftover} not reported in:\n{found}"
+
+
+def test_live_mode_without_a_pushed_image_says_how_to_get_one(
+    sandbox_module: ModuleType, tmp_path: Path
+) -> None:
+    with pytest.raises(sandbox_module.SandboxError, match="make e2e-live"):
+        sandbox_module.image_from_json(tmp_path / "missing.json")
+    pushed = tmp_path / "image.json"
+    pushed.write_text('{"image": "127.0.0.1:5000/x", "tag": "t", "digest": "sha256:ab"}')
+    assert sandbox_module.image_from_json(pushed) == "127.0.0.1:5000/x:t@sha256:ab"
+
+
+def test_kwokctl_config_live_mode_leaves_the_node_to_the_kubelet(
+    sandbox_module: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "etcd"):
+        (bin_dir / name).touch()
+    (bin_dir / "kubectl").touch()
+    monkeypatch.setattr(sandbox_module, "SANDBOX_BIN", bin_dir)
+    kwok = json.loads(sandbox_module.kwokctl_config(live=False).read_text())
+    assert "disable" not in kwok["options"]
+    live = json.loads(sandbox_module.kwokctl_config(live=True).read_text())
+    assert live["options"]["disable"] == ["kwok-controller"]
+    args = {a["key"] for a in live["componentsPatches"][0]["extraArgs"]}
+    assert args == {
+        "kubelet-client-certificate",
+        "kubelet-client-key",
+        "kubelet-preferred-address-types",
+    }
+
+
+def test_node_configs_keep_every_path_in_the_state_dir(
+    sandbox_module: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "runc").touch()
+    monkeypatch.setattr(sandbox_module, "SANDBOX_BIN", bin_dir)
+    configs = sandbox_module.write_node_configs(tmp_path / "kubeconfig", "reg/pause:1")
+    containerd = tomllib.loads(configs["containerd"].read_text())
+    assert containerd["version"] == 4
+    assert containerd["imports"] == []
+    plugins = containerd["plugins"]
+    paths = [
+        containerd["root"],
+        containerd["state"],
+        plugins["io.containerd.server.v1.grpc"]["address"],
+        plugins["io.containerd.server.v1.ttrpc"]["address"],
+        plugins["io.containerd.internal.v1.opt"]["path"],
+        plugins["io.containerd.cri.v1.runtime"]["cni"]["conf_dir"],
+        plugins["io.containerd.cri.v1.images"]["registry"]["config_path"],
+    ]
+    for path in paths:
+        assert Path(path).is_relative_to(sandbox_module.STATE), path
+    runtime = plugins["io.containerd.cri.v1.runtime"]
+    assert runtime["netns_mounts_under_state_dir"] is True
+    assert runtime["restrict_oom_score_adj"] is True
+    assert plugins["io.containerd.cri.v1.images"]["pinned_images"]["sandbox"] == "reg/pause:1"
+    kubelet = json.loads(configs["kubelet"].read_text())
+    assert kubelet["failCgroupV1"] is False
+    assert kubelet["cgroupRoot"] == f"/{sandbox_module.CGROUP_PARENT}"
+    assert kubelet["address"] == sandbox_module.NODE_IP
+    assert Path(kubelet["podLogsDir"]).is_relative_to(sandbox_module.STATE)
+    proxy = json.loads(configs["kube-proxy"].read_text())
+    assert proxy["nodePortAddresses"] == [f"{sandbox_module.NODE_IP}/32"]
+    cni = json.loads(next(sandbox_module.node_dir("cni", "net.d").glob("*.conflist")).read_text())
+    assert cni["plugins"][0]["bridge"] == sandbox_module.BRIDGE
+    assert cni["plugins"][0]["ipMasq"] is False
