@@ -717,6 +717,29 @@ def argocd_login(env: SandboxEnv) -> None:
     )
 
 
+# The service refuses to start without its API token (docs/environments.md, "The API token"). On
+# a real cluster a secrets operator makes this Secret; in the sandbox, `up` plays that operator,
+# one random token per environment, before Argo CD deploys anything.
+API_TOKEN_SECRET_NAME = "elpv-classifier-api-token"  # noqa: S105 (a name, not a secret)
+ENV_NAMESPACES = ("elpv-staging", "elpv-prod")
+
+
+def create_api_token_secrets(kubeconfig: Path) -> None:
+    for namespace in ENV_NAMESPACES:
+        objects = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": API_TOKEN_SECRET_NAME, "namespace": namespace},
+                "type": "Opaque",
+                "stringData": {"token": secrets.token_urlsafe(32)},
+            },
+        ]
+        for obj in objects:
+            kubectl(kubeconfig, "apply", "-f", "-", input_text=json.dumps(obj))
+
+
 def bootstrap_applications(kubeconfig: Path, seed: Path) -> None:
     """`kubectl apply -k argocd/` of the seeded origin: the one-time bootstrap of the docs."""
     rendered = run([TOOLS / "bin" / "kustomize", "build", seed / "argocd"]).stdout
@@ -1443,6 +1466,7 @@ def up(live: bool = False, image_json: Path | None = None) -> SandboxEnv:
             image=image,
         )
         argocd_login(env)
+        create_api_token_secrets(kubeconfig)
         bootstrap_applications(kubeconfig, seed)
         env = SandboxEnv(**{**asdict(env), "started_seconds": round(time.monotonic() - started, 1)})
         ENV_FILE.write_text(json.dumps(asdict(env), indent=2))
