@@ -87,7 +87,8 @@ e2e-live-run: test-model
 	ELPV_IMAGE_JSON=$(TEST_IMAGE_JSON) $(BIN)/pytest -m live tests/e2e/test_live_node_standalone.py tests/e2e/test_live_node.py -p no:cacheprovider $(E2E_ARGS)
 
 # Part of `make test` (and so of CI): the GitOps loop is the product; validating files is not proof.
-TEST_TARGETS += e2e
+# The live node proves what kwok cannot: the image starts restricted and the probes gate traffic.
+TEST_TARGETS += e2e e2e-live
 
 bench-sandbox: e2e ## sandbox benchmark (scenario sync times, warm start, cold builds) -> docs/benchmarks.md
 	$(BIN)/python -m bench.sandbox
