@@ -26,7 +26,7 @@ from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from classifier.serving.errors import ServiceError, error_response
+from classifier.serving.errors import DeadlineExceeded, Overloaded, ServiceError, error_response
 from classifier.serving.observability import ASGIApp, Message, Metrics, Receive, Scope, Send
 from classifier.serving.settings import MiB, Settings
 
@@ -46,16 +46,6 @@ DECODE_BYTES_PER_PIXEL = 16
 UNBOUNDED_DEFAULT = 16
 # Never more than this, whatever the memory allows: past it, latency, not memory, is the limit.
 MAX_SLOTS = 256
-
-
-class Overloaded(ServiceError):
-    status_code = 503
-    code = "overloaded"
-
-
-class DeadlineExceeded(ServiceError):
-    status_code = 503
-    code = "deadline_exceeded"
 
 
 def request_bytes(settings: Settings) -> int:

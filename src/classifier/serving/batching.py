@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from classifier.serving.admission import Overloaded
+from classifier.serving.errors import Overloaded
 from classifier.serving.observability import Metrics
 from classifier.serving.runtime import LiteRTModel
 

@@ -15,7 +15,8 @@ from pathlib import Path
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-def _read(path: Path) -> str | None:
+def read_cgroup_file(path: Path) -> str | None:
+    """One cgroup control file's stripped text, or None where it is missing or unreadable."""
     try:
         return path.read_text(encoding="ascii").strip()
     except (OSError, UnicodeDecodeError):
@@ -24,7 +25,7 @@ def _read(path: Path) -> str | None:
 
 def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
     """CPUs granted by the cgroup quota (e.g. 1.5), or None when unlimited or unknown."""
-    v2 = _read(root / "cpu.max")  # "max 100000" or "150000 100000"
+    v2 = read_cgroup_file(root / "cpu.max")  # "max 100000" or "150000 100000"
     if v2 is not None:
         parts = v2.split()
         if len(parts) == 2 and parts[0] != "max":
@@ -35,8 +36,8 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT) -> float | None:
             return quota / period if quota > 0 and period > 0 else None
         return None
     for v1_dir in (root / "cpu", root / "cpu,cpuacct", root):
-        quota_text = _read(v1_dir / "cpu.cfs_quota_us")
-        period_text = _read(v1_dir / "cpu.cfs_period_us")
+        quota_text = read_cgroup_file(v1_dir / "cpu.cfs_quota_us")
+        period_text = read_cgroup_file(v1_dir / "cpu.cfs_period_us")
         if quota_text is None or period_text is None:
             continue
         try:

@@ -86,6 +86,20 @@ class UnsupportedMediaType(ServiceError):
     code = "unsupported_media_type"
 
 
+class Overloaded(ServiceError):
+    """More predict requests in flight than the admission limit (admission.py): retry later."""
+
+    status_code = 503
+    code = "overloaded"
+
+
+class DeadlineExceeded(ServiceError):
+    """The request's deadline (REQUEST_TIMEOUT_S) passed before its answer was ready."""
+
+    status_code = 503
+    code = "deadline_exceeded"
+
+
 class PayloadTooLarge(ServiceError):
     status_code = 413
     code = "payload_too_large"

@@ -8,17 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from classifier.serving.cpu import CGROUP_ROOT
+from classifier.serving.cpu import CGROUP_ROOT, read_cgroup_file
 
 # cgroup v1 reports "no limit" as a page-rounded LONG_MAX; anything above 1 PiB is no limit.
 _NO_LIMIT_ABOVE = 1 << 50
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="ascii").strip()
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def cgroup_memory_limit(root: Path = CGROUP_ROOT) -> int | None:
@@ -27,7 +20,7 @@ def cgroup_memory_limit(root: Path = CGROUP_ROOT) -> int | None:
         d / "memory.limit_in_bytes" for d in (root / "memory", root)
     ]
     for path in candidates:
-        text = _read(path)
+        text = read_cgroup_file(path)
         if text is None:
             continue
         if text == "max":
