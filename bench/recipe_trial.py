@@ -6,12 +6,12 @@
 
     .venv/bin/python -m bench.recipe_trial --seeds 42 1 2 --set train.ensemble=3
 
-For the rows of docs/pipeline.md "Recipe": the pipeline's own prepare, model builder, batches,
-schedule and loss (`train_model`, which keeps the best validation-AUC epoch), one split seed
-(`base.seed`) or each of `--seeds`. Prints the model's validation accuracy and AUC and its
-accuracy per cell type and expert probability (with several seeds: per seed, then the mean and
-spread), so a recipe is chosen before a test split is read. Each value of `--set` is parsed as
-YAML. Slow: one full training per seed.
+For screening a recipe change (docs/pipeline.md "Change the recipe"): the pipeline's own
+prepare, model builder, batches, schedule and loss (`train_model`, which keeps the best
+validation-AUC epoch), one split seed (`base.seed`) or each of `--seeds`. Prints the model's
+validation accuracy and AUC and its accuracy per cell type and expert probability (with several
+seeds: per seed, then the mean and spread), so a recipe is chosen before a test split is read.
+Each value of `--set` is parsed as YAML. Slow: one full training per seed.
 """
 
 from __future__ import annotations
