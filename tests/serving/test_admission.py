@@ -143,6 +143,17 @@ def test_requests_beyond_the_limit_get_503_overloaded_at_once(slow_server: Serve
     assert _metric(metrics, "classifier_admission_in_flight") == 0
 
 
+def test_v2_inference_beyond_the_limit_gets_the_protocols_error_body(slow_server: Server) -> None:
+    stalled = _saturate(slow_server)
+    refused = httpx.post(f"{slow_server.url}/v2/models/any/infer", json={"inputs": []}, timeout=30)
+    assert refused.status_code == 503
+    assert set(refused.json()) == {"error"}
+    assert "CLASSIFIER_MAX_IN_FLIGHT" in refused.json()["error"]
+    assert refused.headers["retry-after"] == "1"
+    for upload in stalled:
+        assert upload.finish().startswith("HTTP/1.1 200")
+
+
 def test_probes_and_metrics_answer_while_saturated(slow_server: Server) -> None:
     """Readiness stays 200 when all slots are taken: see docs/serving.md ("Backpressure")."""
     stalled = _saturate(slow_server)

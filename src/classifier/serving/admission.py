@@ -26,7 +26,13 @@ from types import SimpleNamespace
 
 from prometheus_client import CollectorRegistry, Gauge
 
-from classifier.serving.errors import DeadlineExceeded, Overloaded, ServiceError, error_response
+from classifier.serving.errors import (
+    DeadlineExceeded,
+    Overloaded,
+    ServiceError,
+    error_response,
+    is_v2,
+)
 from classifier.serving.observability import ASGIApp, Message, Metrics, Receive, Scope, Send
 from classifier.serving.settings import MiB, Settings
 
@@ -145,9 +151,12 @@ class AdmissionMiddleware:
     ) -> None:
         self.metrics.errors.labels(error.code).inc()
         _set_route(scope)
-        await error_response(error.status_code, error.code, error.message, headers=error.headers)(
-            scope, receive, send
+        # The Open Inference Protocol's routes answer with its error body, refusals included.
+        v2 = is_v2(scope.get("path", ""))
+        response = error_response(
+            error.status_code, error.code, error.message, headers=error.headers, v2=v2
         )
+        await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not _limited(scope):
