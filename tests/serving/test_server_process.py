@@ -119,6 +119,12 @@ def test_server_refuses_oversized_content_length_without_reading_the_body(
 
 def test_server_caps_chunked_bodies(server: Server) -> None:
     def chunks() -> Iterator[bytes]:
+        # A well-formed part that only grows: the cap, not a parse error, must end it.
+        yield (
+            b"--b\r\n"
+            b'Content-Disposition: form-data; name="files"; filename="a.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n"
+        )
         for _ in range(100):
             yield b"\0" * 4096
 
