@@ -34,7 +34,7 @@ SANDBOX_NODE_TOOL_FILES := \
 	$(SANDBOX_BIN)/runc-$(RUNC_VERSION) $(SANDBOX_BIN)/pause-$(K8S_VERSION)
 
 .PHONY: sandbox-tools sandbox-deps sandbox-up sandbox-down sandbox-status e2e \
-        sandbox-live-tools sandbox-live-deps sandbox-live-up e2e-live e2e-live-run
+        sandbox-live-tools sandbox-live-deps sandbox-live-up e2e-live e2e-live-run e2e-run
 
 sandbox-tools: $(SANDBOX_TOOL_FILES) ## build the sandbox's Kubernetes, etcd, kwok and Argo CD binaries (cached)
 	@for b in $(SANDBOX_K8S_BINS) etcd kwok kwokctl argocd; do sandbox/tools/build.sh $$b >/dev/null; done
@@ -67,8 +67,13 @@ sandbox-down: ## stop every sandbox process and remove its state
 sandbox-status: ## what the sandbox runs and where
 	$(SANDBOX_PY) status
 
-# The trap makes sure a failing scenario still tears the sandbox down.
+# The registry stays up for the whole suite (services.sh run stops what it started): `gitops
+# bump` and `promote` check each digest against it. The trap makes sure a failing scenario still
+# tears the sandbox down.
 e2e: setup tools sandbox-tools sandbox-deps ## end-to-end GitOps scenarios against the sandbox (up, test, down)
+	$(SERVICES) run -- $(MAKE) e2e-run
+
+e2e-run:
 	@trap '$(SANDBOX_PY) down' EXIT; \
 	  $(SANDBOX_PY) up && \
 	  $(BIN)/pytest -m e2e tests/e2e -p no:cacheprovider $(E2E_ARGS)
