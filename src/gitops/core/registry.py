@@ -200,28 +200,33 @@ def _header(headers: Mapping[str, str], name: str) -> str:
     return ""
 
 
+def _head_manifest(
+    client: _Client, ref: Reference, reference: str, shown: str, hint: str
+) -> Mapping[str, str]:
+    """HEAD the manifest `reference` (a digest or a tag); its headers, or the reason it is not
+    there."""
+    status, headers, _ = client.request("HEAD", ref.manifest_url(reference))
+    if status == 404:
+        raise UsageError(f"{shown} does not exist in the registry (HTTP 404)", hint)
+    if status != 200:
+        raise UsageError(f"{ref.registry} answered HTTP {status} for {shown}")
+    return headers
+
+
 def verify_in_registry(
     image: str, tag: str, digest: str, env: Mapping[str, str] | None = None
 ) -> None:
     """The registry has `image@digest`, and `image:tag` is that same manifest."""
     ref = Reference.parse(image)
     client = _Client(ref, os.environ if env is None else env)
-    status, _, _ = client.request("HEAD", ref.manifest_url(digest))
-    if status == 404:
-        raise UsageError(
-            f"{image}@{digest} does not exist in the registry (HTTP 404)",
-            "pass the digest the push returned (build/image.json, or the build step's output)",
-        )
-    if status != 200:
-        raise UsageError(f"{ref.registry} answered HTTP {status} for {image}@{digest}")
-    status, headers, _ = client.request("HEAD", ref.manifest_url(tag))
-    if status == 404:
-        raise UsageError(
-            f"{image}:{tag} does not exist in the registry (HTTP 404)",
-            "pass the tag the build was pushed with (the source commit's SHA)",
-        )
-    if status != 200:
-        raise UsageError(f"{ref.registry} answered HTTP {status} for {image}:{tag}")
+    _head_manifest(
+        client, ref, digest, f"{image}@{digest}",
+        "pass the digest the push returned (build/image.json, or the build step's output)",
+    )  # fmt: skip
+    headers = _head_manifest(
+        client, ref, tag, f"{image}:{tag}",
+        "pass the tag the build was pushed with (the source commit's SHA)",
+    )  # fmt: skip
     tagged = _header(headers, "Docker-Content-Digest")
     if not tagged:  # the header is optional: hash what the registry serves for the tag
         _, _, body = client.request("GET", ref.manifest_url(tag))
