@@ -66,3 +66,48 @@ def test_the_held_out_member_is_the_first_of_the_averaged_ones() -> None:
     assert float(held_out_member(averaged).predict(x, verbose=0)[0, 0]) == pytest.approx(0.25)
     assert float(averaged.predict(x, verbose=0)[0, 0]) == pytest.approx(0.5)
     assert held_out_member(first) is first  # one member: the model itself
+
+
+def test_the_command_scores_member_1_of_a_saved_model_on_the_validation_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench.operating_threshold as tool
+    import keras
+
+    from classifier.pipeline.model import average_members
+
+    def member(weight: float, bias: float, name: str) -> keras.Model:
+        """P(defective) = sigmoid(weight * the image's mean pixel + bias)."""
+        model = keras.Sequential(
+            [
+                keras.Input((4, 4, 1)),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(1, activation="sigmoid"),
+            ],
+            name=name,
+        )
+        model.layers[-1].set_weights([np.array([[weight]]), np.array([bias])])
+        return model
+
+    # Member 1 answers these; member 2 ~0.95 for every cell, so the averaged model's pick (0.6)
+    # is not member 1's (0.25): the command must score member 1.
+    p1 = np.array([0.9, 0.62, 0.42, 0.27, 0.47, 0.32, 0.17, 0.1, 0.1, 0.05, 0.05, 0.02])
+    y = np.array([1] * 4 + [0] * 8, dtype=np.float32)
+    pixel = (np.log(p1 / (1 - p1)) + 10) / 20  # member 1: sigmoid(20 * pixel - 10) = p1
+    x = np.broadcast_to(pixel[:, None, None, None], (12, 4, 4, 1)).astype(np.float32)
+    averaged = average_members([member(20.0, -10.0, "member_1"), member(0.0, 3.0, "member_2")])
+    averaged.save(tmp_path / "model.keras")
+    paths = np.array([f"c{i}.png" for i in range(12)])
+    np.savez(tmp_path / "val.npz", x=x, y=y, p=y, type=np.array(["mono"] * 12), path=paths)
+    written: list[str] = []
+    monkeypatch.setattr(tool, "write_section", lambda name, text: written.append(name + text))
+    monkeypatch.setattr(tool, "machine_line", lambda: "test machine")
+    tool.main(["--model", str(tmp_path / "model.keras"), "--prepared", str(tmp_path)])
+    grid = grid_of(0.2, 0.6, 0.05)
+    assert pick(threshold_table(y, p1, grid)).threshold == 0.25
+    p_averaged = averaged.predict(x, verbose=0).ravel()
+    assert pick(threshold_table(y, p_averaged, grid)).threshold == 0.6
+    assert written[0].startswith("operating-threshold")
+    assert "The rule's pick: 0.25" in written[0]
+    assert "(12 cells, 4 defective)" in written[0]
+    assert "--prepared" in written[0]  # the command as given
