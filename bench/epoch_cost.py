@@ -13,7 +13,8 @@ round so host noise falls on all alike. Prints each variant's median epoch time 
 (section `epoch-cost`). Slow: rounds x variants short trainings.
 
 An override `env:NAME=VALUE` sets an environment variable of the variant's process instead
-(`env:NAME=` unsets it), e.g. glibc's allocator settings; the
+(`env:NAME=` unsets it), e.g. glibc's allocator settings, or `env:ELPV_HOST_KERNELS=1` for
+TensorFlow's own choice of kernels instead of the pin (classifier/pipeline/kernels.py); the
 override `feed:keras` feeds fit Keras' own PyDataset pipeline instead of the pipeline's
 `batches.batch_dataset` (what tf.data's autotuning stalls cost); and `--section` gives a
 question its own section instead of overwriting `epoch-cost`:
@@ -21,6 +22,13 @@ question its own section instead of overwriting `epoch-cost`:
     .venv/bin/python -m bench.epoch_cost --epochs 4 --rounds 2 --section epoch-cost-malloc \
         --variant "glibc default" env:GLIBC_TUNABLES= \
         --variant "32 MiB mmap threshold" env:GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432
+
+The kernel pin's cost against the host's default and against the pin with oneDNN's ops off:
+
+    .venv/bin/python -m bench.epoch_cost --epochs 4 --rounds 2 --section epoch-cost-kernels \
+        --variant pinned --variant host env:ELPV_HOST_KERNELS=1 \
+        --variant "pinned, oneDNN ops off" env:ELPV_HOST_KERNELS=1 env:TF_ENABLE_ONEDNN_OPTS=0 \
+        env:ONEDNN_MAX_CPU_ISA=AVX2 env:TF_NUM_INTRAOP_THREADS=2 env:TF_NUM_INTEROP_THREADS=1
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from typing import Any
 from bench.report import machine_line, section_name, write_section
 from bench.trials import apply_override, prepare_split
 from classifier.pipeline.common import load_params
+from classifier.pipeline.kernels import HOST_KERNELS_ENV, PINNED
 
 
 def train_once(
@@ -133,8 +142,14 @@ def split_overrides(overrides: list[str]) -> tuple[list[str], dict[str, str | No
 
 
 def child_environment(env: dict[str, str | None]) -> dict[str, str]:
-    """This process's environment with a variant's settings applied."""
+    """This process's environment with a variant's settings applied. A variant that asks for the
+    host's kernels (`env:ELPV_HOST_KERNELS=1`) starts without the pinned variables this process
+    set when it imported classifier.pipeline (kernels.py), so TensorFlow chooses for the host as
+    it does unpinned; the variant's own `env:` settings still apply on top."""
     merged = dict(os.environ)
+    if (env.get(HOST_KERNELS_ENV) or "").strip().lower() in {"1", "true", "yes"}:
+        for name in PINNED:
+            merged.pop(name, None)
     for name, value in env.items():
         if value is None:
             merged.pop(name, None)

@@ -173,6 +173,20 @@ def test_env_overrides_set_or_unset_the_childs_environment_not_params(
     assert seen == [([], None), (["base.image_size=64"], "glibc.malloc.top_pad=1")]
 
 
+def test_a_host_kernels_variant_starts_without_the_pin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from classifier.pipeline.kernels import PINNED
+
+    for name, value in PINNED.items():  # what importing classifier.pipeline did in the parent
+        monkeypatch.setenv(name, value)
+    assert all(epoch_cost.child_environment({})[k] == v for k, v in PINNED.items())
+    host = epoch_cost.child_environment({"ELPV_HOST_KERNELS": "1"})
+    assert host["ELPV_HOST_KERNELS"] == "1"
+    assert not set(PINNED) & set(host)  # TensorFlow chooses, as without the pin
+    off = epoch_cost.child_environment({"ELPV_HOST_KERNELS": "1", "TF_ENABLE_ONEDNN_OPTS": "0"})
+    assert [k for k in PINNED if k in off] == ["TF_ENABLE_ONEDNN_OPTS"]
+    assert off["TF_ENABLE_ONEDNN_OPTS"] == "0"  # the variant's own setting applies on top
+
+
 @pytest.mark.parametrize("override", ["env:=1", "env:GLIBC_TUNABLES"])
 def test_a_malformed_env_override_says_the_form(override: str) -> None:
     with pytest.raises(SystemExit, match=r"expected env:NAME=VALUE"):

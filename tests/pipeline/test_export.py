@@ -11,7 +11,13 @@ import pytest
 
 from classifier.model_card import ModelCard, SplitOutcomes
 from classifier.pipeline.common import PipelineError
-from classifier.pipeline.export import ExportResult, ParityError, export_bundle, litert_predict
+from classifier.pipeline.export import (
+    ExportResult,
+    ParityError,
+    evaluated_threshold,
+    export_bundle,
+    litert_predict,
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +88,10 @@ def test_export_puts_the_test_outcomes_on_the_card(
     outcomes = SplitOutcomes.of([f"c{i}" for i in range(10)], [0] * 10, [i > 0 for i in range(10)])
     result = _export(tiny_keras_model, tmp_path, x, test_outcomes=outcomes)
     assert ModelCard.load(result.card_path).test_outcomes == outcomes
+
+
+def test_the_card_threshold_is_the_one_evaluate_scored_at() -> None:
+    assert evaluated_threshold({"threshold": 0.3, "accuracy": 0.9}, Path("m.json")) == 0.3
+    for bad in ({}, {"threshold": "0.3"}, {"threshold": None}):
+        with pytest.raises(PipelineError, match=r"m.json has no numeric 'threshold'"):
+            evaluated_threshold(bad, Path("m.json"))

@@ -18,6 +18,9 @@ def test_summary_lines_report_metrics_per_type_and_artefacts() -> None:
         "balanced_accuracy": 0.7,
         "roc_auc": None,  # undefined metrics are skipped, not printed as None
         "f1": 0.5,
+        "threshold": 0.35,
+        "precision": 0.5,
+        "recall": 1.0,
         "confusion_matrix": {"tn": 2, "fp": 1, "fn": 0, "tp": 1},
         "per_cell_type": {"mono": {"accuracy": 1.0, "images": 2}},
     }
@@ -34,6 +37,10 @@ def test_summary_lines_report_metrics_per_type_and_artefacts() -> None:
     assert "accuracy 0.7500" in text
     assert "ROC AUC" not in text
     assert "mono 1.0000 (2 images)" in text
+    assert (
+        "operating point: defective when P > 0.35: precision 0.5000, recall 1.0000 "
+        "(0 of 1 defective cells missed, 1 false alarms)" in text
+    )
     assert "2 member(s) x 3 epochs (kept 2, 3), val accuracy 0.8000" in text
     assert "models/model.tflite" in text
     # After a refit the validation split was trained on: no validation accuracy to show.
@@ -58,5 +65,6 @@ def test_the_artefacts_are_the_exported_model_the_test_metrics_and_every_picture
         "plots/training_history.png",
         "plots/confusion_matrix.png",
         "plots/roc.png",
+        "plots/pr.png",
         "plots/errors.png",
     ]

@@ -207,6 +207,17 @@ def read_test_outcomes(path: Path) -> SplitOutcomes:
         ) from exc
 
 
+def evaluated_threshold(evaluation: dict[str, Any], path: Path) -> float:
+    """The operating threshold evaluate's metrics were computed at: the card's threshold."""
+    value = evaluation.get("threshold")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise PipelineError(
+            f"{path} has no numeric 'threshold' (got {value!r}): it is not evaluate's output, "
+            "run `dvc repro evaluate`"
+        )
+    return float(value)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, help="the trained Keras model (.keras)")
@@ -238,7 +249,8 @@ def main(argv: list[str] | None = None) -> None:
             # What shaped the model (dvc.yaml declares these sections as export's params).
             params={k: params[k] for k in CARD_PARAM_SECTIONS if k in params},
             data_hash=dataset_hash(Path(base["data_dir"])),
-            threshold=float(base["threshold"]),
+            # The operating point evaluate scored the model at, so card and metrics agree.
+            threshold=evaluated_threshold(evaluation, args.evaluation),
             parity_images=test["x"],
             parity_tolerance=float(cfg["parity_tolerance"]),
             channels=input_channels(base),

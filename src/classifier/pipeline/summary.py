@@ -38,6 +38,9 @@ def summary_lines(
         f"test split ({metrics['images']} images): {headline}",
         f"accuracy per cell type: {per_type}",
         f"confusion matrix: tn {cm['tn']}  fp {cm['fp']}  fn {cm['fn']}  tp {cm['tp']}",
+        f"operating point: defective when P > {metrics['threshold']:g}: precision "
+        f"{metrics['precision']:.4f}, recall {metrics['recall']:.4f} ({cm['fn']} of "
+        f"{cm['fn'] + cm['tp']} defective cells missed, {cm['fp']} false alarms)",
         f"training: {train['members']} member(s) x {train['epochs_run']} epochs (kept "
         f"{', '.join(str(m['best_epoch']) for m in train['per_member'].values())}), "
         + (

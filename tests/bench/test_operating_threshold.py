@@ -1,0 +1,113 @@
+"""bench/operating_threshold.py: the table's counts and the rule's pick (the run needs a model)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from bench.operating_threshold import (  # the repo root is not on the import path
+    grid_of,
+    held_out_member,
+    pick,
+    threshold_table,
+)
+
+Y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
+P = np.array([0.9, 0.6, 0.4, 0.25, 0.45, 0.3, 0.2, 0.1, 0.1, 0.05, 0.05, 0.0])
+
+
+def test_each_row_counts_cells_strictly_above_the_threshold() -> None:
+    rows = {row.threshold: row for row in threshold_table(Y, P, [0.3, 0.5])}
+    # 0.3: flagged 0.9 0.6 0.4 0.45 (0.3 is not > 0.3) -> 3 hits, 1 false alarm, 1 missed
+    assert (rows[0.3].missed, rows[0.3].false_alarms) == (1, 1)
+    assert rows[0.3].precision == pytest.approx(3 / 4)
+    assert rows[0.3].recall == pytest.approx(3 / 4)
+    assert rows[0.3].balanced_accuracy == pytest.approx((3 / 4 + 7 / 8) / 2)
+    assert rows[0.3].accuracy == pytest.approx(10 / 12)
+    assert (rows[0.5].missed, rows[0.5].false_alarms, rows[0.5].precision) == (2, 0, 1.0)
+
+
+def test_the_pick_is_the_best_balanced_accuracy_and_the_higher_threshold_on_a_tie() -> None:
+    rows = threshold_table(Y, P, grid_of(0.2, 0.6, 0.05))
+    # 0.2 finds all four defective cells at 2 false alarms: balanced (1 + 6/8) / 2 = 0.875,
+    # above 0.3's and 0.35's (3/4 + 7/8) / 2 and 0.45's (1/2 + 1) / 2.
+    assert pick(rows).threshold == 0.2
+    tied = threshold_table(Y, P, [0.3, 0.35])  # the same cells flagged at both: a tie
+    assert tied[0].balanced_accuracy == tied[1].balanced_accuracy
+    assert pick(tied).threshold == 0.35
+
+
+def test_one_class_or_a_bad_grid_is_refused() -> None:
+    with pytest.raises(SystemExit, match="one class only"):
+        threshold_table(np.zeros(3), np.array([0.1, 0.2, 0.3]), [0.5])
+    with pytest.raises(SystemExit, match="need 0 < START <= STOP < 1"):
+        grid_of(0.5, 1.0, 0.1)
+    assert grid_of(0.2, 0.3, 0.05) == [0.2, 0.25, 0.3]
+
+
+def test_the_held_out_member_is_the_first_of_the_averaged_ones() -> None:
+    import keras
+
+    from classifier.pipeline.model import average_members
+
+    def member(bias: float, name: str) -> keras.Model:
+        inputs = keras.Input((2,))
+        dense = keras.layers.Dense(1, kernel_initializer="zeros", bias_initializer="zeros")
+        outputs = keras.layers.Lambda(lambda x: x + bias)(dense(inputs))
+        return keras.Model(inputs, outputs, name=name)
+
+    first, second = member(0.25, "member_1"), member(0.75, "member_2")
+    averaged = average_members([first, second])
+    x = np.zeros((1, 2), np.float32)
+    assert float(held_out_member(averaged).predict(x, verbose=0)[0, 0]) == pytest.approx(0.25)
+    assert float(averaged.predict(x, verbose=0)[0, 0]) == pytest.approx(0.5)
+    assert held_out_member(first) is first  # one member: the model itself
+
+
+def test_the_command_scores_member_1_of_a_saved_model_on_the_validation_split(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bench.operating_threshold as tool
+    import keras
+
+    from classifier.pipeline.model import average_members
+
+    def member(weight: float, bias: float, name: str) -> keras.Model:
+        """P(defective) = sigmoid(weight * the image's mean pixel + bias)."""
+        model = keras.Sequential(
+            [
+                keras.Input((4, 4, 1)),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(1, activation="sigmoid"),
+            ],
+            name=name,
+        )
+        model.layers[-1].set_weights([np.array([[weight]]), np.array([bias])])
+        return model
+
+    # Member 1 answers these; member 2 ~0.95 for every cell, so the averaged model's pick (0.6)
+    # is not member 1's (0.25): the command must score member 1.
+    p1 = np.array([0.9, 0.62, 0.42, 0.27, 0.47, 0.32, 0.17, 0.1, 0.1, 0.05, 0.05, 0.02])
+    y = np.array([1] * 4 + [0] * 8, dtype=np.float32)
+    pixel = (np.log(p1 / (1 - p1)) + 10) / 20  # member 1: sigmoid(20 * pixel - 10) = p1
+    x = np.broadcast_to(pixel[:, None, None, None], (12, 4, 4, 1)).astype(np.float32)
+    averaged = average_members([member(20.0, -10.0, "member_1"), member(0.0, 3.0, "member_2")])
+    averaged.save(tmp_path / "model.keras")
+    paths = np.array([f"c{i}.png" for i in range(12)])
+    np.savez(tmp_path / "val.npz", x=x, y=y, p=y, type=np.array(["mono"] * 12), path=paths)
+    written: list[str] = []
+    monkeypatch.setattr(tool, "write_section", lambda name, text: written.append(name + text))
+    monkeypatch.setattr(tool, "machine_line", lambda: "test machine")
+    tool.main(["--model", str(tmp_path / "model.keras"), "--prepared", str(tmp_path)])
+    grid = grid_of(0.2, 0.6, 0.05)
+    assert pick(threshold_table(y, p1, grid)).threshold == 0.25
+    p_averaged = averaged.predict(x, verbose=0).ravel()
+    assert pick(threshold_table(y, p_averaged, grid)).threshold == 0.6
+    assert written[0].startswith("operating-threshold")
+    assert "The rule's pick: 0.25" in written[0]
+    assert "(12 cells, 4 defective)" in written[0]
+    assert "--prepared" in written[0]  # the command as given
