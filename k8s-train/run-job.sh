@@ -5,7 +5,9 @@
 #
 # OVERLAY  a kustomization of k8s-train (k8s-train/base, k8s-train/overlays/gpu, ...)
 # IMAGE    the training image, NAME:TAG@sha256:<digest> (what `make train-push` records)
-# env: KUBECTL (default kubectl; its KUBECONFIG picks the cluster), KUSTOMIZE (default kustomize)
+# env: KUBECTL (default kubectl; KUBECONFIG picks the cluster), KUSTOMIZE (default kustomize),
+#      KUBECONFIG_DATA (a kubeconfig's content, as CI passes a secret: written to a private
+#      temporary file for this run only, and used instead of KUBECONFIG)
 #
 # Pins IMAGE in a temporary copy of k8s-train (the checkout is never edited), deletes the
 # previous Job (one run at a time: the claim is ReadWriteOnce), applies, then waits for Complete
@@ -36,6 +38,10 @@ esac
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+if [[ -n "${KUBECONFIG_DATA:-}" ]]; then
+  (umask 077 && printf '%s\n' "$KUBECONFIG_DATA" > "$work/kubeconfig")
+  export KUBECONFIG="$work/kubeconfig"
+fi
 cp -R "$ROOT/k8s-train" "$work/k8s-train"
 copy="$work/k8s-train/${overlay_abs#"$ROOT/k8s-train/"}"
 (cd "$copy" && "$KUSTOMIZE" edit set image "elpv-train=$image")

@@ -36,6 +36,7 @@ train-push: train-image ## push the training image; writes build/train-image.jso
 	docker/push.sh '$(REGISTRY)/$(TRAIN_IMAGE_NAME)' '$(TRAIN_IMAGE_TAG)' '$(TRAIN_IMAGE_JSON)'
 
 train-job: ## run the train stage as a Job in $$KUBECONFIG's cluster (TRAIN_OVERLAY, TRAIN_IMAGE) and wait
+	@$(MAKE) -s $(KUSTOMIZE)
 	@image='$(TRAIN_IMAGE)'; if [[ -z $$image ]]; then \
 	  [[ -f $(TRAIN_IMAGE_JSON) ]] || { echo "train-job: set TRAIN_IMAGE=NAME:TAG@sha256:... or run \`make train-push\` first" >&2; exit 2; }; \
 	  image="$$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"{d["image"]}:{d["tag"]}@{d["digest"]}")' $(TRAIN_IMAGE_JSON))"; fi; \
