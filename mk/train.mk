@@ -41,3 +41,9 @@ train-job: ## run the train stage as a Job in $$KUBECONFIG's cluster (TRAIN_OVER
 	  [[ -f $(TRAIN_IMAGE_JSON) ]] || { echo "train-job: set TRAIN_IMAGE=NAME:TAG@sha256:... or run \`make train-push\` first" >&2; exit 2; }; \
 	  image="$$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"{d["image"]}:{d["tag"]}@{d["digest"]}")' $(TRAIN_IMAGE_JSON))"; fi; \
 	  KUSTOMIZE=$(KUSTOMIZE) KUBECTL='$(KUBECTL)' k8s-train/run-job.sh '$(TRAIN_OVERLAY)' "$$image" '$(TRAIN_TIMEOUT)'
+
+.PHONY: lint-train-dockerfile
+lint-train-dockerfile: $(CHECKOV) ## checkov's Dockerfile policies on docker/train.Dockerfile
+	$(CHECKOV) --framework dockerfile --file docker/train.Dockerfile --quiet --compact --skip-download
+
+TEST_TARGETS += lint-train-dockerfile
