@@ -39,7 +39,7 @@ train-job: ## run the train stage as a Job in $$KUBECONFIG's cluster (TRAIN_OVER
 	@$(MAKE) -s $(KUSTOMIZE)
 	@image='$(TRAIN_IMAGE)'; if [[ -z $$image ]]; then \
 	  [[ -f $(TRAIN_IMAGE_JSON) ]] || { echo "train-job: set TRAIN_IMAGE=NAME:TAG@sha256:... or run \`make train-push\` first" >&2; exit 2; }; \
-	  image="$$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(f"{d["image"]}:{d["tag"]}@{d["digest"]}")' $(TRAIN_IMAGE_JSON))"; fi; \
+	  image="$$(python3 -c 'import json,sys; print("{image}:{tag}@{digest}".format(**json.load(open(sys.argv[1]))))' $(TRAIN_IMAGE_JSON))"; fi; \
 	  KUSTOMIZE=$(KUSTOMIZE) KUBECTL='$(KUBECTL)' k8s-train/run-job.sh '$(TRAIN_OVERLAY)' "$$image" '$(TRAIN_TIMEOUT)'
 
 .PHONY: lint-train-dockerfile
