@@ -89,7 +89,8 @@ e2e-live: setup tools sandbox-live-tools ## one real node: the serving image run
 
 e2e-live-run: test-model
 	$(MAKE) push IMAGE_NAME=$(TEST_IMAGE_NAME) MODEL_DIR=$(TEST_MODEL) IMAGE_JSON=$(TEST_IMAGE_JSON)
-	ELPV_IMAGE_JSON=$(TEST_IMAGE_JSON) $(BIN)/pytest -m live tests/e2e/test_live_node_standalone.py tests/e2e/test_live_node.py -p no:cacheprovider $(E2E_ARGS)
+	$(MAKE) train-push
+	ELPV_IMAGE_JSON=$(TEST_IMAGE_JSON) ELPV_TRAIN_IMAGE_JSON=$(TRAIN_IMAGE_JSON) $(BIN)/pytest -m live tests/e2e/test_live_node_standalone.py tests/e2e/test_live_node.py tests/e2e/test_live_train_job.py -p no:cacheprovider $(E2E_ARGS)
 
 # Part of `make test` (and so of CI): the GitOps loop is the product; validating files is not proof.
 # The live node proves what kwok cannot: the image starts restricted and the probes gate traffic.

@@ -1443,6 +1443,9 @@ def up(live: bool = False, image_json: Path | None = None) -> SandboxEnv:
         start_control_plane(kubeconfig, live)
         if live:
             start_node(kubeconfig)
+            import train_volume  # sandbox/train_volume.py: the training Job's PersistentVolume
+
+            train_volume.create(binary("kubectl"), kubeconfig, NODE_NAME, STATE)
         redis_port = start_redis()
         origin_url, origin_path = start_origin()
         seed = seed_origin(origin_url, image)

@@ -29,6 +29,7 @@ from gitops.commands.validate.schemas import (
     SchemaSources,
     build_schemas,
 )
+from gitops.commands.validate.train import rules_for, train_kustomizations
 from gitops.core.errors import UsageError
 
 __all__ = ["ROOT", "SchemaSources", "ValidateRequest", "build_schemas", "validate"]
@@ -36,7 +37,9 @@ __all__ = ["ROOT", "SchemaSources", "ValidateRequest", "build_schemas", "validat
 
 @dataclass(frozen=True)
 class ValidateRequest:
-    overlays: Sequence[Path] = ()  # none given (and no argocd/compare): the whole repository
+    # None given (and no argocd/compare): the whole repository. A kustomization under k8s-train/
+    # is the training Job: rendered with a pinned example image, checked by its own policies.
+    overlays: Sequence[Path] = ()
     argocd: Path | None = None
     cluster: Path | None = None  # the admission policy kustomization (Kyverno)
     compare: tuple[Path, Path] | None = None
@@ -59,6 +62,8 @@ def validate(req: ValidateRequest) -> int:
     compare = req.compare
     if not (overlays or argocd or cluster or compare):  # the whole repository
         overlays = [ROOT / "overlays" / env for env in ENVIRONMENTS]
+        # The training Job (k8s-train/): base and overlays, checked by validate.train's rules.
+        overlays += train_kustomizations()
         argocd, cluster = ROOT / "argocd", ROOT / "cluster"
         compare = (overlays[0], overlays[1])
     extra = [p for p in (argocd, cluster) if p is not None]
@@ -82,6 +87,7 @@ def validate(req: ValidateRequest) -> int:
             versions=versions,
             out=req.out,
             scanners=req.scanners,
+            rules=rules_for,
         )
     except ManifestError as error:
         raise UsageError(str(error)) from error

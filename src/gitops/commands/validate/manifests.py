@@ -19,7 +19,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -343,7 +343,9 @@ def check_images_pinned(resources: Sequence[Resource]) -> list[str]:
     return problems
 
 
-POLICIES = {
+Policy = Callable[[Sequence[Resource]], list[str]]
+
+POLICIES: Mapping[str, Policy] = {
     "hpa-owns-replicas": check_hpa_owns_replicas,
     "selectors-match-pods": check_selectors_match_pods,
     "topology-spread": check_topology_spread,
@@ -352,9 +354,21 @@ POLICIES = {
 }
 
 
-def check_policies(source: str, resources: Sequence[Resource]) -> list[Finding]:
+@dataclass(frozen=True)
+class Rules:
+    """How one kind of kustomization is rendered and which project policies it must pass."""
+
+    render: Callable[[Path, Path], str] = render
+    policies: Mapping[str, Policy] = field(default_factory=lambda: POLICIES)
+
+
+def check_policies(
+    source: str,
+    resources: Sequence[Resource],
+    policies: Mapping[str, Policy] = POLICIES,
+) -> list[Finding]:
     findings: list[Finding] = []
-    for name, policy in POLICIES.items():
+    for name, policy in policies.items():
         for problem in policy(resources):
             resource, _, message = problem.partition(": ")
             findings.append(Finding(source, f"policy:{name}", resource, message))
@@ -605,8 +619,17 @@ def validate_all(
     versions: Sequence[str],
     out: Path,
     scanners: bool = True,
+    rules: Callable[[Path], Rules] | None = None,
 ) -> Report:
-    """Render and check everything; collect every finding instead of stopping at the first."""
+    """Render and check everything; collect every finding instead of stopping at the first.
+
+    `rules` picks how each overlay is rendered and which policies apply (default: the service's,
+    `Rules()`); `validate` passes gitops.commands.validate.train's for k8s-train/. Schemas and
+    scanners are the same for all."""
+
+    def policies_for(overlay: Path) -> Mapping[str, Policy]:
+        return (rules(overlay) if rules else Rules()).policies
+
     report = Report()
     out.mkdir(parents=True, exist_ok=True)
     rendered: dict[Path, str] = {}  # rendered file -> source (the kustomization)
@@ -615,7 +638,7 @@ def validate_all(
         source = display(overlay)
         print(f">> {source}: kustomize build", flush=True)
         try:
-            text = render(tools.kustomize, overlay)
+            text = (rules(overlay) if rules else Rules()).render(tools.kustomize, overlay)
         except ManifestError as error:
             report.findings.append(Finding(source, "kustomize", "-", str(error)))
             continue
@@ -627,7 +650,7 @@ def validate_all(
     print(f">> kubeconform -strict x {len(versions)} Kubernetes versions, policies", flush=True)
     report.findings += check_schemas(tools, rendered, versions)
     for overlay, resources in parsed.items():
-        report.findings += check_policies(display(overlay), resources)
+        report.findings += check_policies(display(overlay), resources, policies_for(overlay))
     if scanners and rendered:
         print(f">> kube-score and checkov over {len(rendered)} rendered overlays", flush=True)
         for target, source in rendered.items():
@@ -638,7 +661,7 @@ def validate_all(
         if display(overlay) not in failed_sources:
             report.checked.append(
                 f"{display(overlay)}: {len(resources)} objects, valid for Kubernetes "
-                f"{', '.join(versions)}; policies: {', '.join(POLICIES)}"
+                f"{', '.join(versions)}; policies: {', '.join(policies_for(overlay))}"
                 + ("; checkov and kube-score clean" if scanners else "")
             )
     if scanners and rendered:

@@ -1,0 +1,49 @@
+# Training in the cluster (docs/pipeline.md, "Training in the cluster"): the training image
+# (docker/train.Dockerfile) and the train stage as a Kubernetes Job (k8s-train/).
+#
+#   make train-image | train-push   build / build + push 127.0.0.1:5000/elpv-train:<git sha>
+#   make train-job                  run `dvc repro train` as a Job in $KUBECONFIG's cluster, wait
+#   make e2e-live                   includes tests/e2e/test_live_train_job.py (a tiny run)
+TRAIN_IMAGE_NAME ?= elpv-train
+# Tag = git SHA, "-dirty" when what goes into the image differs from that commit.
+TRAIN_DIRTY      := $(shell git status --porcelain --untracked-files=no -- src/classifier uv.lock pyproject.toml dvc.yaml dvc.lock params.yaml data.dvc docker/train.Dockerfile docker/train-job.sh 2>/dev/null | grep -q . && echo -dirty)
+TRAIN_IMAGE_TAG  ?= $(IMAGE_GIT_SHA)$(TRAIN_DIRTY)
+TRAIN_IMAGE_JSON ?= build/train-image.json
+TRAIN_BUILD      := build/train-image
+# The kustomization the Job is rendered from: k8s-train/base, k8s-train/overlays/{gpu,sandbox}.
+TRAIN_OVERLAY    ?= k8s-train/base
+# The image the Job runs (NAME:TAG@sha256:...); default: what `make train-push` recorded.
+TRAIN_IMAGE      ?=
+TRAIN_TIMEOUT    ?= 7200
+KUBECTL          ?= kubectl
+
+.PHONY: train-wheelhouse train-context train-image train-push train-job
+
+$(TRAIN_BUILD)/.wheelhouse: uv.lock docker/train-wheelhouse.sh | $(IMAGE_PIP) $(UV)
+	UV=$(UV) PIP=$(IMAGE_PIP) PIP_VERSION=$(PIP_VERSION) docker/train-wheelhouse.sh $(TRAIN_BUILD)
+	@touch $@
+
+train-wheelhouse: $(TRAIN_BUILD)/.wheelhouse ## training wheels (TensorFlow, DVC, ...) from uv.lock into build/train-image
+
+train-context: train-wheelhouse ## (CI) stage the training image's build context in build/train-image
+	docker/train-build.sh --context-only
+
+train-image: train-wheelhouse services-up ## build the training image (TensorFlow + the pipeline at HEAD)
+	base='$(BASE_IMAGE)'; if [[ $$base == local ]]; then base="$$(docker/base/build.sh)"; fi; \
+	REVISION=$(IMAGE_GIT_SHA) docker/train-build.sh '$(REGISTRY)/$(TRAIN_IMAGE_NAME):$(TRAIN_IMAGE_TAG)' "$$base"
+
+train-push: train-image ## push the training image; writes build/train-image.json {image, tag, digest}
+	docker/push.sh '$(REGISTRY)/$(TRAIN_IMAGE_NAME)' '$(TRAIN_IMAGE_TAG)' '$(TRAIN_IMAGE_JSON)'
+
+train-job: ## run the train stage as a Job in $$KUBECONFIG's cluster (TRAIN_OVERLAY, TRAIN_IMAGE) and wait
+	@$(MAKE) -s $(KUSTOMIZE)
+	@image='$(TRAIN_IMAGE)'; if [[ -z $$image ]]; then \
+	  [[ -f $(TRAIN_IMAGE_JSON) ]] || { echo "train-job: set TRAIN_IMAGE=NAME:TAG@sha256:... or run \`make train-push\` first" >&2; exit 2; }; \
+	  image="$$(python3 -c 'import json,sys; print("{image}:{tag}@{digest}".format(**json.load(open(sys.argv[1]))))' $(TRAIN_IMAGE_JSON))"; fi; \
+	  KUSTOMIZE=$(KUSTOMIZE) KUBECTL='$(KUBECTL)' k8s-train/run-job.sh '$(TRAIN_OVERLAY)' "$$image" '$(TRAIN_TIMEOUT)'
+
+.PHONY: lint-train-dockerfile
+lint-train-dockerfile: $(CHECKOV) ## checkov's Dockerfile policies on docker/train.Dockerfile
+	$(CHECKOV) --framework dockerfile --file docker/train.Dockerfile --quiet --compact --skip-download
+
+TEST_TARGETS += lint-train-dockerfile

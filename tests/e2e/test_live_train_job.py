@@ -1,0 +1,222 @@
+"""The train stage as a Kubernetes Job on the sandbox's real node (docs/pipeline.md, "Training
+in the cluster").
+
+`make e2e-live` pushes the training image (`make train-push`) and the serving image, then this
+module starts the sandbox with `--live`, writes a few generated images onto the training
+volume (the static PersistentVolume `up --live` makes, sandbox/train_volume.py), and runs
+`make train-job TRAIN_OVERLAY=k8s-train/overlays/sandbox`, the workflow's own entry point: the
+Job runs `dvc repro train` (prepare + train, one epoch) in the training image under restricted
+Pod Security, and the test reads the outputs from the volume's directory on the host. A second
+run shows that the DVC cache on the claim outlives the pod. The last test stops the sandbox and
+checks that the host is left as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from .conftest import ENV_FILE, ROOT, Sandbox
+from .test_live_node import load_sandbox_module, processes
+
+pytestmark = pytest.mark.live
+
+SANDBOX_PY = [sys.executable, str(ROOT / "sandbox" / "sandbox.py")]
+IMAGE_JSON = Path(os.environ.get("ELPV_IMAGE_JSON", ROOT / "build" / "test-image.json"))
+TRAIN_IMAGE_JSON = Path(
+    os.environ.get("ELPV_TRAIN_IMAGE_JSON", ROOT / "build" / "train-image.json")
+)
+OVERLAY = "k8s-train/overlays/sandbox"
+NAMESPACE = "elpv-train"
+JOB = "elpv-train"
+# A cold pull of the ~1.6 GB training image, then TensorFlow's import and one tiny epoch on
+# 2 shared cores.
+JOB_TIMEOUT_S = int(os.environ.get("E2E_TRAIN_TIMEOUT", "600"))
+TIMINGS_FILE = ROOT / "build" / "sandbox-live-train.json"
+TRAINER_UID = 10001
+
+
+@pytest.fixture(scope="module")
+def module() -> ModuleType:
+    return load_sandbox_module()
+
+
+@pytest.fixture(scope="module")
+def host_before(module: ModuleType) -> dict[str, Any]:
+    if ENV_FILE.exists():
+        pytest.fail(f"a sandbox is already up ({ENV_FILE}): `make sandbox-down` first")
+    if not TRAIN_IMAGE_JSON.exists():
+        pytest.fail(f"{TRAIN_IMAGE_JSON} is missing: `make train-push` first (make e2e-live does)")
+    snapshot: dict[str, Any] = module.host_snapshot()
+    return snapshot
+
+
+@pytest.fixture(scope="module")
+def live(host_before: dict[str, Any]) -> Iterator[Sandbox]:
+    proc = subprocess.run(
+        [*SANDBOX_PY, "up", "--live", "--image-json", str(IMAGE_JSON)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"sandbox up --live failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    box = Sandbox(env=json.loads(ENV_FILE.read_text()))
+    try:
+        yield box
+    finally:
+        subprocess.run([*SANDBOX_PY, "down"], check=False)
+        TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        TIMINGS_FILE.write_text(json.dumps(box.timings, indent=2))
+
+
+def volume(box: Sandbox) -> Path:
+    return Path(box.env["state_dir"]) / "node" / "train-volume"
+
+
+def generate_dataset(root: Path, per_group: int = 12, size: int = 40) -> None:
+    """48 cells in the ELPV layout: two made-up types, busbars, a dark crack on defective ones."""
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for cell_type in ("alpha", "beta"):
+        for defective in (0, 1):
+            for i in range(per_group):
+                img = rng.normal(0.7 if cell_type == "alpha" else 0.55, 0.05, (size, size))
+                img[:, size // 3] = img[:, 2 * size // 3] = 0.2
+                if defective:
+                    row = int(rng.integers(5, size - 5))
+                    img[row - 1 : row + 2, :] = 0.05
+                name = f"images/{cell_type}_{defective}_{i:03d}.png"
+                pixels = (np.clip(img, 0, 1) * 255).astype(np.uint8)
+                Image.fromarray(pixels, mode="L").save(root / name)
+                rows.append((name, "1.0" if defective else "0.0", cell_type))
+    with (root / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(("path", "probability", "type"))
+        writer.writerows(rows)
+
+
+def train_job(box: Sandbox) -> tuple[subprocess.CompletedProcess[str], float]:
+    """`make train-job` against the sandbox, as the workflow runs it against a real cluster."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            "make",
+            "-s",
+            "train-job",
+            f"TRAIN_OVERLAY={OVERLAY}",
+            f"TRAIN_IMAGE_JSON={TRAIN_IMAGE_JSON}",
+            f"TRAIN_TIMEOUT={JOB_TIMEOUT_S}",
+            f"KUBECTL={box.env['kubectl']}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "KUBECONFIG": box.env["kubeconfig"]},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=JOB_TIMEOUT_S + 180,
+    )
+    return proc, time.monotonic() - started
+
+
+def job_uid(box: Sandbox) -> str:
+    job = box.get("job", JOB, NAMESPACE)
+    assert job is not None
+    uid: str = job["metadata"]["uid"]
+    return uid
+
+
+def test_the_claim_binds_to_the_sandbox_volume(live: Sandbox) -> None:
+    pv = json.loads(live.kubectl("get", "pv", "elpv-train-data-sandbox", "-o", "json").stdout)
+    assert pv["spec"]["local"]["path"] == str(volume(live))
+    claim = pv["spec"]["claimRef"]
+    assert (claim["namespace"], claim["name"]) == (NAMESPACE, "elpv-train-data")
+    assert volume(live).stat().st_uid == TRAINER_UID
+
+
+def test_the_job_trains_on_the_claim_and_leaves_model_and_metrics_there(live: Sandbox) -> None:
+    data = volume(live) / "datasets" / "tiny"
+    generate_dataset(data)
+    proc, seconds = train_job(live)
+    live.timings["first run (cold image pull + prepare + train)"] = round(seconds, 1)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert f"Job {NAMESPACE}/{JOB} completed" in out
+    assert "Running stage 'train'" in out
+
+    job = live.get("job", JOB, NAMESPACE)
+    assert job is not None
+    assert job["status"]["succeeded"] == 1
+    # The claim the Job mounted is bound to the sandbox's static volume.
+    pvc = live.get("pvc", "elpv-train-data", NAMESPACE)
+    assert pvc is not None
+    assert pvc["status"]["phase"] == "Bound"
+    assert pvc["spec"]["volumeName"] == "elpv-train-data-sandbox"
+    # The namespace enforces restricted Pod Security, and the pod was admitted to it.
+    ns = live.get("namespace", NAMESPACE, "")
+    assert ns is not None
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+
+    run = volume(live) / "runs" / job_uid(live)
+    trained = json.loads((run / "metrics" / "train.json").read_text(encoding="utf-8"))
+    # The sandbox overlay's params override reached the stage: one member, one epoch.
+    assert trained["members"] == 1
+    assert [m["best_epoch"] for m in trained["per_member"].values()] == [1]
+    params = yaml.safe_load((run / "params.yaml").read_text(encoding="utf-8"))
+    assert params["base"]["data_dir"] == "/data/datasets/tiny"
+    assert params["train"]["epochs"] == 1
+    # The model is in the workspace and in the DVC cache on the claim, under dvc.lock's hash.
+    lock = yaml.safe_load((run / "dvc.lock").read_text(encoding="utf-8"))
+    outs = {o["path"]: o for o in lock["stages"]["train"]["outs"]}
+    md5 = outs["models/model.keras"]["md5"]
+    cached = volume(live) / "dvc-cache" / "files" / "md5" / md5[:2] / md5[2:]
+    assert cached.is_file()
+    assert cached.stat().st_size == (run / "models" / "model.keras").stat().st_size > 0
+    # Written by the image's non-root user.
+    assert (run / "metrics" / "train.json").stat().st_uid == TRAINER_UID
+    # The prepared splits were made from the 48 generated images on the claim.
+    with (run / "data" / "prepared" / "splits.csv").open(encoding="utf-8") as fh:
+        assert len(list(csv.DictReader(fh))) == 48
+
+
+def test_a_second_run_reuses_the_cache_on_the_claim(live: Sandbox) -> None:
+    """A new Job (new pod, same claim) finds both stages in DVC's run cache: nothing retrains."""
+    first = job_uid(live)
+    proc, seconds = train_job(live)
+    live.timings["second run (cached stages)"] = round(seconds, 1)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    assert job_uid(live) != first
+    assert "Stage 'train' is cached - skipping run" in out
+    assert "Running stage 'train'" not in out
+    second = volume(live) / "runs" / job_uid(live)
+    a = yaml.safe_load((volume(live) / "runs" / first / "dvc.lock").read_text(encoding="utf-8"))
+    b = yaml.safe_load((second / "dvc.lock").read_text(encoding="utf-8"))
+    assert a["stages"]["train"]["outs"] == b["stages"]["train"]["outs"]
+
+
+def test_down_leaves_nothing_on_the_host(
+    live: Sandbox, module: ModuleType, host_before: dict[str, Any]
+) -> None:
+    """The Job's volume mounts and the files its non-root user wrote go with `down`."""
+    state = Path(live.env["state_dir"])
+    subprocess.run([*SANDBOX_PY, "down"], check=True)
+    after = module.host_snapshot()
+    assert module.host_leftovers(host_before, after) == []
+    assert not state.exists(), f"{state} left after down"
+    leftover = [pid for pid, cmdline in processes() if str(state) in cmdline]
+    assert leftover == [], f"processes still referring to {state}: {leftover}"

@@ -1,0 +1,56 @@
+"""train-cluster.yml (docs/pipeline.md, "Training in the cluster"): manual only, one run at a
+time, the Job pinned to the digest its own image job pushed, the cluster credential only in the
+job that needs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOW = ROOT / ".github" / "workflows" / "train-cluster.yml"
+
+
+def _load() -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load(WORKFLOW.read_text())
+    doc["on"] = doc.pop(True)  # PyYAML reads the bare key `on` as True
+    return doc
+
+
+def test_manual_only_and_serialised() -> None:
+    doc = _load()
+    assert set(doc["on"]) == {"workflow_dispatch"}
+    overlays = doc["on"]["workflow_dispatch"]["inputs"]["overlay"]["options"]
+    assert overlays, "at least one kustomization to choose"
+    for overlay in overlays:
+        assert (ROOT / overlay / "kustomization.yaml").is_file(), overlay
+    assert "k8s-train/overlays/sandbox" not in overlays, "the sandbox overlay is for tests"
+    assert doc["concurrency"]["cancel-in-progress"] is False
+
+
+def test_the_job_runs_the_image_its_image_job_pushed_by_digest() -> None:
+    jobs = _load()["jobs"]
+    build = next(s for s in jobs["image"]["steps"] if s.get("id") == "build")
+    assert build["with"]["file"] == "docker/train.Dockerfile"
+    assert build["with"]["context"] == "build/train-image"
+    assert any(s.get("run") == "make train-context" for s in jobs["image"]["steps"])
+    assert jobs["job"]["needs"] == "image"
+    (step,) = [s for s in jobs["job"]["steps"] if "run" in s]
+    assert step["run"].startswith("make train-job ")
+    assert "needs.image.outputs.digest" in step["env"]["TRAIN_IMAGE"]
+    assert "@" in step["env"]["TRAIN_IMAGE"]
+
+
+def test_the_cluster_credential_reaches_only_the_job_step() -> None:
+    jobs = _load()["jobs"]
+    assert jobs["job"]["environment"] == "training"
+    assert jobs["job"]["permissions"] == {"contents": "read"}
+    with_secret = [
+        (name, s.get("name", s.get("run", s.get("uses"))))
+        for name, job in jobs.items()
+        for s in job["steps"]
+        if "TRAIN_KUBECONFIG" in str(s)
+    ]
+    assert with_secret == [("job", jobs["job"]["steps"][-1]["run"])]
