@@ -24,8 +24,8 @@ TARGET_S, AIM_S = 90.0, 45.0
 def row(label: str, run: dict[str, Any]) -> str:
     versions = ", ".join(f"`{v}`: {n}" for v, n in sorted(run["answers_per_version"].items()))
     return (
-        f"| {label} | {run['push_to_first_new_answer_s']:.1f} | {run['duration_s']:.1f} | "
-        f"{run['requests']} | {run['failed']} | {versions} |"
+        f"| {label} | {run['push_to_first_new_answer_s']:.1f} | "
+        f"{run['push_to_only_new_pods_s']:.1f} | {run['requests']} | {run['failed']} | {versions} |"
     )
 
 
@@ -54,7 +54,8 @@ def render(results: dict[str, Any]) -> str:
             f"{machine_line()}; shared with other jobs. Live mode: one real node, Traefik as the",
             "Ingress controller on 127.0.0.1, staging's Deployment at 2 replicas (`maxSurge: 1`,",
             "`maxUnavailable: 0`, `preStop` sleep 10 s). Image A and B: the tiny test model, B",
-            "with another model version in its card (new digest, never pulled on the node before).",
+            "with another model version in its card (new digest, never pulled on the node before;",
+            "its base and application layers are A's, so the cold pull fetches the model layer).",
             "",
             f"Load: GET `/v1/model` at {results['rate_per_second']:.0f} req/s (open loop, 8",
             "keep-alive HTTPS connections, SNI + Host = the Ingress's host, certificate verified)",
