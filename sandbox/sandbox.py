@@ -423,9 +423,10 @@ def seed_origin(origin_url: str, image: str = "") -> Path:
 
 # --- Argo CD ---------------------------------------------------------------------------------
 
-# Sandbox-only Argo CD settings: there is no ingress controller, so nothing ever fills an
+# Sandbox-only Argo CD settings: kwok mode has no ingress controller, so nothing ever fills an
 # Ingress's status.loadBalancer and Argo CD would call it Progressing forever. The override
-# (Argo CD's documented resource.customizations mechanism) says so instead of hiding it.
+# (Argo CD's documented resource.customizations mechanism) says so instead of hiding it. Live
+# mode runs Traefik (sandbox/ingress.py), which fills it: no override there.
 INGRESS_HEALTH_LUA = """\
 hs = {}
 hs.status = "Healthy"
