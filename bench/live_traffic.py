@@ -49,13 +49,14 @@ def render(results: dict[str, Any]) -> str:
             "## Live sandbox: traffic through the Ingress (`make bench-live-traffic`)",
             "",
             "Command: `flock /tmp/elpv-docker.lock make bench-live-traffic` (runs",
-            "`tests/e2e/test_live_traffic.py` through `make e2e-live`, then `python -m",
-            "bench.live_traffic`). Machine: "
+            "`tests/e2e/test_live_traffic.py` alone through `make e2e-live`, then `python -m",
+            "bench.live_traffic`; a full `make e2e-live` writes the same results file, which",
+            "`python -m bench.live_traffic` turns into this section). Machine: "
             f"{machine_line()}; shared with other jobs. Live mode: one real node, Traefik as the",
             "Ingress controller on 127.0.0.1, staging's Deployment at 2 replicas (`maxSurge: 1`,",
             "`maxUnavailable: 0`, `preStop` sleep 10 s). Image A and B: the tiny test model, B",
             "with another model version in its card (new digest, never pulled on the node before;",
-            "its base and application layers are A's, so the cold pull fetches the model layer).",
+            "the model is a layer of its own in the Dockerfile, so B's other layers can be A's).",
             "",
             f"Load: GET `/v1/model` at {results['rate_per_second']:.0f} req/s (open loop, 8",
             "keep-alive HTTPS connections, SNI + Host = the Ingress's host, certificate verified)",
