@@ -26,7 +26,7 @@ for f in model.tflite model_card.json; do
   fi
 done
 case "$model_dir" in
-  models | build/test-model) ;;
+  models | build/test-model | build/test-model-b) ;;
   *) echo "build.sh: MODEL_DIR=$model_dir is not in .dockerignore's allow-list; add it there" >&2; exit 2 ;;
 esac
 if [[ ! -f build/image/requirements.txt ]] || ! ls build/image/wheels/pip-*.whl >/dev/null 2>&1; then

@@ -31,7 +31,8 @@ $(SANDBOX_BIN)/%:
 SANDBOX_NODE_TOOL_FILES := \
 	$(SANDBOX_BIN)/kubelet-$(K8S_VERSION) $(SANDBOX_BIN)/kube-proxy-$(K8S_VERSION) \
 	$(foreach b,containerd containerd-shim-runc-v2 ctr,$(SANDBOX_BIN)/$(b)-$(CONTAINERD_VERSION)) \
-	$(SANDBOX_BIN)/runc-$(RUNC_VERSION) $(SANDBOX_BIN)/pause-$(K8S_VERSION)
+	$(SANDBOX_BIN)/runc-$(RUNC_VERSION) $(SANDBOX_BIN)/pause-$(K8S_VERSION) \
+	$(SANDBOX_BIN)/traefik-$(TRAEFIK_VERSION)
 
 .PHONY: sandbox-tools sandbox-deps sandbox-up sandbox-down sandbox-status e2e \
         sandbox-live-tools sandbox-live-deps sandbox-live-up e2e-live e2e-live-run e2e-run
@@ -47,8 +48,8 @@ sandbox-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null || \
 	  { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null; }; }
 
-sandbox-live-tools: sandbox-live-deps sandbox-tools $(SANDBOX_NODE_TOOL_FILES) ## + containerd, runc, kubelet, kube-proxy (cached)
-	@for b in kubelet kube-proxy containerd containerd-shim-runc-v2 ctr runc pause; do sandbox/tools/build.sh $$b >/dev/null; done
+sandbox-live-tools: sandbox-live-deps sandbox-tools $(SANDBOX_NODE_TOOL_FILES) ## + containerd, runc, kubelet, kube-proxy, traefik (cached)
+	@for b in kubelet kube-proxy containerd containerd-shim-runc-v2 ctr runc pause traefik; do sandbox/tools/build.sh $$b >/dev/null; done
 
 # CNI plugins (bridge, host-local) and libseccomp's headers for runc: Debian packages.
 sandbox-live-deps: sandbox-deps
@@ -87,14 +88,37 @@ sandbox-live-up: setup tools sandbox-live-tools ## live mode, left running (need
 e2e-live: setup tools sandbox-live-tools ## one real node: the serving image runs, proven by traffic (up, test, down)
 	$(SERVICES) run -- $(MAKE) e2e-live-run
 
-e2e-live-run: test-model
+# The traffic tests (test_live_traffic.py) deploy a second image, B: the same tiny model with
+# another version in its model card (so a new digest and a version the API reports), tagged
+# <tag of A>-b. test_live_node.py stops its sandbox before test_live_traffic.py starts its own.
+TEST_MODEL_B       := build/test-model-b
+TEST_IMAGE_B_JSON  := build/test-image-b.json
+LIVE_TESTS := tests/e2e/test_live_node_standalone.py tests/e2e/test_live_node.py \
+	tests/e2e/test_live_traffic.py tests/e2e/test_live_train_job.py
+
+$(TEST_MODEL_B)/model_card.json: $(TEST_MODEL)/model.tflite
+	rm -rf $(TEST_MODEL_B) && cp -r $(TEST_MODEL) $(TEST_MODEL_B)
+	$(BIN)/python -c 'import json, sys; p = sys.argv[1]; c = json.load(open(p)); \
+	  c["version"] += "-b"; json.dump(c, open(p, "w"), indent=2)' $@
+
+e2e-live-run: test-model $(TEST_MODEL_B)/model_card.json
 	$(MAKE) push IMAGE_NAME=$(TEST_IMAGE_NAME) MODEL_DIR=$(TEST_MODEL) IMAGE_JSON=$(TEST_IMAGE_JSON)
 	$(MAKE) train-push
-	ELPV_IMAGE_JSON=$(TEST_IMAGE_JSON) ELPV_TRAIN_IMAGE_JSON=$(TRAIN_IMAGE_JSON) $(BIN)/pytest -m live tests/e2e/test_live_node_standalone.py tests/e2e/test_live_node.py tests/e2e/test_live_train_job.py -p no:cacheprovider $(E2E_ARGS)
+	$(MAKE) push IMAGE_NAME=$(TEST_IMAGE_NAME) MODEL_DIR=$(TEST_MODEL_B) IMAGE_JSON=$(TEST_IMAGE_B_JSON) \
+	  IMAGE_TAG=$(IMAGE_TAG)-b
+	ELPV_IMAGE_JSON=$(TEST_IMAGE_JSON) ELPV_TRAIN_IMAGE_JSON=$(TRAIN_IMAGE_JSON) ELPV_IMAGE_B_JSON=$(TEST_IMAGE_B_JSON) \
+	  ELPV_MODEL_B_CARD=$(TEST_MODEL_B)/model_card.json \
+	  $(BIN)/pytest -m live $(or $(LIVE_TEST_FILES),$(LIVE_TESTS)) -p no:cacheprovider $(E2E_ARGS)
 
 # Part of `make test` (and so of CI): the GitOps loop is the product; validating files is not proof.
 # The live node proves what kwok cannot: the image starts restricted and the probes gate traffic.
 TEST_TARGETS += e2e e2e-live
+
+# The figures of test_live_traffic.py (build/sandbox-traffic.json) -> docs/benchmarks.md.
+bench-live-traffic: ## push -> answer, rollout and rollback under load through the Ingress -> docs/benchmarks.md
+	$(MAKE) e2e-live LIVE_TEST_FILES=tests/e2e/test_live_traffic.py
+	$(BIN)/python -m bench.live_traffic
+.PHONY: bench-live-traffic
 
 bench-sandbox: e2e ## sandbox benchmark (scenario sync times, warm start, cold builds) -> docs/benchmarks.md
 	$(BIN)/python -m bench.sandbox

@@ -80,6 +80,8 @@ class SandboxEnv:
     mode: str = "kwok"
     # live mode: the image both overlays were seeded with (registry/name:tag@sha256:...)
     image: str = ""
+    # live mode: the Ingress controller's HTTPS entry point (sandbox/ingress.py)
+    ingress_url: str = ""
 
 
 def log(message: str) -> None:
@@ -421,9 +423,10 @@ def seed_origin(origin_url: str, image: str = "") -> Path:
 
 # --- Argo CD ---------------------------------------------------------------------------------
 
-# Sandbox-only Argo CD settings: there is no ingress controller, so nothing ever fills an
+# Sandbox-only Argo CD settings: kwok mode has no ingress controller, so nothing ever fills an
 # Ingress's status.loadBalancer and Argo CD would call it Progressing forever. The override
-# (Argo CD's documented resource.customizations mechanism) says so instead of hiding it.
+# (Argo CD's documented resource.customizations mechanism) says so instead of hiding it. Live
+# mode runs Traefik (sandbox/ingress.py), which fills it: no override there.
 INGRESS_HEALTH_LUA = """\
 hs = {}
 hs.status = "Healthy"
@@ -497,8 +500,11 @@ def kubectl(kubeconfig: Path, *args: str, input_text: str | None = None) -> str:
     return run([binary("kubectl"), "--kubeconfig", kubeconfig, *args], input_text=input_text).stdout
 
 
-def install_argocd(kubeconfig: Path, password: str) -> None:
-    """CRDs and the settings ConfigMaps/Secret that Argo CD reads from its namespace."""
+def install_argocd(kubeconfig: Path, password: str, ingress_health: bool = True) -> None:
+    """CRDs and the settings ConfigMaps/Secret that Argo CD reads from its namespace.
+
+    `ingress_health`: add the Ingress health override (kwok mode has no ingress controller).
+    """
     crds = argocd_files() / "crds"
     log(f"installing Argo CD CRDs from {crds}")
     kubectl(kubeconfig, "apply", "--server-side", "-k", str(crds))
@@ -539,7 +545,11 @@ def install_argocd(kubeconfig: Path, password: str) -> None:
                 # Poll rarely: the tests refresh on push (`argocd app get --refresh`), as a
                 # webhook would, so a fast sync never comes from the poll.
                 "timeout.reconciliation": "180s",
-                "resource.customizations.health.networking.k8s.io_Ingress": INGRESS_HEALTH_LUA,
+                **(
+                    {"resource.customizations.health.networking.k8s.io_Ingress": INGRESS_HEALTH_LUA}
+                    if ingress_health
+                    else {}
+                ),
                 "resource.customizations.health.autoscaling_HorizontalPodAutoscaler": (
                     HPA_HEALTH_LUA
                 ),
@@ -1424,6 +1434,25 @@ def image_from_json(path: Path) -> str:
     return f"{data['image']}:{data['tag']}@{data['digest']}"
 
 
+def start_ingress(kubeconfig: Path, seed: Path) -> str:
+    """Live mode's Ingress controller (sandbox/ingress.py); returns its HTTPS URL."""
+    import ingress  # beside this script (on sys.path when run as one); live mode only
+
+    log(f"live node: ingress controller traefik {read_versions()['TRAEFIK_VERSION']}")
+    try:
+        return ingress.start(
+            kubeconfig=kubeconfig,
+            seed=seed,
+            state=STATE,
+            traefik=binary("traefik"),
+            kustomize=TOOLS / "bin" / "kustomize",
+            kubectl=binary("kubectl"),
+            start_process=start_process,
+        )
+    except ingress.IngressError as err:
+        raise SandboxError(str(err)) from err
+
+
 # --- up / down -------------------------------------------------------------------------------
 
 
@@ -1450,7 +1479,7 @@ def up(live: bool = False, image_json: Path | None = None) -> SandboxEnv:
         origin_url, origin_path = start_origin()
         seed = seed_origin(origin_url, image)
         password = secrets.token_urlsafe(18)
-        install_argocd(kubeconfig, password)
+        install_argocd(kubeconfig, password, ingress_health=not live)
         server_port, _ = start_argocd(kubeconfig, redis_port)
         env = SandboxEnv(
             kubeconfig=str(kubeconfig),
@@ -1470,8 +1499,15 @@ def up(live: bool = False, image_json: Path | None = None) -> SandboxEnv:
         )
         argocd_login(env)
         create_api_token_secrets(kubeconfig)
+        ingress_url = start_ingress(kubeconfig, seed) if live else ""
         bootstrap_applications(kubeconfig, seed)
-        env = SandboxEnv(**{**asdict(env), "started_seconds": round(time.monotonic() - started, 1)})
+        env = SandboxEnv(
+            **{
+                **asdict(env),
+                "started_seconds": round(time.monotonic() - started, 1),
+                "ingress_url": ingress_url,
+            }
+        )
         ENV_FILE.write_text(json.dumps(asdict(env), indent=2))
     except BaseException:
         log(f"start failed: stopping what did start (logs in {LOGS})")

@@ -28,7 +28,7 @@ export CGO_ENABLED=0
 source "$here/versions.sh"
 
 usage() {
-	echo "usage: $0 <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy|etcd|kwok|kwokctl|argocd|containerd|containerd-shim-runc-v2|ctr|runc|pause>" >&2
+	echo "usage: $0 <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy|etcd|kwok|kwokctl|argocd|containerd|containerd-shim-runc-v2|ctr|runc|pause|traefik>" >&2
 	exit 2
 }
 [[ $# -eq 1 ]] || usage
@@ -74,6 +74,12 @@ pause)
 	# Kubernetes' pod infra ("pause") program, from the pinned module's build/pause/linux/pause.c,
 	# compiled statically with the host's gcc (Debian libc6-dev ships libc.a).
 	module=kubernetes version=$K8S_VERSION
+	;;
+traefik)
+	# Traefik's web UI assets are not in the module (webui/static holds a placeholder): the
+	# dashboard is empty, which the sandbox does not use.
+	module=traefik version=$TRAEFIK_VERSION pkg=github.com/traefik/traefik/v3/cmd/traefik
+	ldflags="-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
 	;;
 argocd)
 	module=argocd version=$ARGOCD_VERSION pkg=github.com/argoproj/argo-cd/v3/cmd

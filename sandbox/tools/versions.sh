@@ -10,3 +10,6 @@ ARGOCD_VERSION=v3.5.3
 # 1.36 as supported and still runs on cgroup v1; runc is the version containerd 2.3.7 tests with.
 CONTAINERD_VERSION=v2.3.7
 RUNC_VERSION=v1.5.2
+# Live mode's Ingress controller (docs/sandbox.md): v3.6.12, the newest Traefik that builds from
+# the module proxy alone (v3.7 replaces a nested module the proxy does not serve).
+TRAEFIK_VERSION=v3.6.12

@@ -90,7 +90,9 @@ def test_every_host_is_served_over_tls_by_cert_manager(rendered: Rendered, env: 
     assert all(entry.get("secretName") == f"elpv-classifier-{env}-tls" for entry in tls)
     annotations = public["metadata"]["annotations"]
     assert annotations.get("cert-manager.io/cluster-issuer"), "no cert-manager issuer"
-    assert annotations.get("nginx.ingress.kubernetes.io/force-ssl-redirect") == "true"
+    # HTTPS only: the routes live on Traefik's TLS entry point, never on plain HTTP.
+    assert annotations.get("traefik.ingress.kubernetes.io/router.entrypoints") == "websecure"
+    assert annotations.get("traefik.ingress.kubernetes.io/router.tls") == "true"
 
 
 def test_tls_secrets_differ_per_environment(rendered: Rendered) -> None:
@@ -129,7 +131,7 @@ def test_network_policy_admits_the_controller_and_the_scraper_only(
             for expression in peer["namespaceSelector"].get("matchExpressions", []):
                 sources |= set(expression["values"])
         ports |= {p["port"] for p in rule["ports"]}
-    assert sources == {"ingress-nginx", "monitoring"}
+    assert sources == {"traefik", "monitoring"}
     deployment = next(r for r in rendered[env] if r["kind"] == "Deployment")
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     container = deployment["spec"]["template"]["spec"]["containers"][0]

@@ -35,7 +35,7 @@ def test_environment_diff_covers_every_intended_difference(rendered: Rendered) -
         if a[key].get(path) != b[key].get(path)
     }
     # Allowed but equal today: no TLS yet, both overlays start from the same bootstrap image,
-    # and both use the "nginx" class (a cluster with a separate internal class patches it).
+    # and both use the "traefik" class (a cluster with a separate internal class patches it).
     equal_today = ("spec.tls.*", ".image", "spec.ingressClassName")
     for allowed in manifests.ENVIRONMENT_DIFF_ALLOWED:
         if allowed.endswith(equal_today):

@@ -155,7 +155,7 @@ def test_networkpolicy_allows_ingress_controller_scraper_and_dns_only(
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     (ingress,) = spec["ingress"]
     (sources,) = ingress["from"][0]["namespaceSelector"]["matchExpressions"]
-    assert sources["values"] == ["ingress-nginx", "monitoring"]
+    assert sources["values"] == ["traefik", "monitoring"]
     (egress,) = spec["egress"]
     assert {p["port"] for p in egress["ports"]} == {53}
 
