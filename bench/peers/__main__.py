@@ -47,6 +47,7 @@ from bench.serving import (
     Load,
     Server,
     attack,
+    compile_bytecode,
     free_port,
     load_average,
     log,
@@ -618,6 +619,10 @@ def main(argv: list[str] | None = None) -> None:
         all_specs = specs(png, model_dir, threads, workdir)
         if args.only:
             all_specs = [s for s in all_specs if s.key in args.only]
+        # Every server starts from bytecode, as installed servers do (bench.serving).
+        peers = {peer_python(s.key) for s in all_specs if not s.key.startswith(OURS)}
+        for python in sorted({sys.executable} | peers):
+            compile_bytecode(python)
         log(f"model: {model_source}; interpreter threads {threads}")
         results: dict[str, list[Run]] = {s.key: [] for s in all_specs}
         inproc: list[dict[str, float]] = []
