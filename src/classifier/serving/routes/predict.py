@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from classifier.serving.auth import Authorized
+from classifier.serving.auth import require_token
 from classifier.serving.decoding import ALLOWED_FORMATS
 from classifier.serving.errors import (
     InvalidInput,
@@ -35,7 +35,7 @@ from classifier.serving.schemas import (
     PredictJSONRequest,
     PredictResponse,
 )
-from classifier.serving.state import Service
+from classifier.serving.state import service_of
 
 router = APIRouter(prefix="/v1", tags=["predict"])
 
@@ -202,7 +202,9 @@ def _json_images(body: bytearray, limit: int) -> list[tuple[str, bytes]]:
         ),
     },
 )
-async def predict(request: Request, service: Service, _auth: Authorized) -> PredictResponse:
+async def predict(request: Request) -> PredictResponse:
+    service = service_of(request)
+    await require_token(request, service)  # before anything else, as a dependency would
     if not service.model.ready:
         raise ModelNotReady()
     settings = service.settings
