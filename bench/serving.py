@@ -581,7 +581,7 @@ def main(argv: list[str] | None = None) -> None:
     from classifier.serving.settings import Settings
 
     threads = available_cpus()
-    defaults = Settings()
+    defaults = Settings(allow_unauthenticated=True)  # the defaults; servers get their own env
     model_dir, model_source = prepare_model(args.model_dir)
     compile_bytecode(sys.executable)
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))

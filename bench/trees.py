@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from classifier.serving.settings import Settings
 
-    threads = Settings().model_threads
+    threads = Settings(allow_unauthenticated=True).model_threads  # only the thread count
     model_dir, source = prepare_model(args.model_dir)
     compile_bytecode(sys.executable)
     png = sample_png()

@@ -610,7 +610,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from classifier.serving.settings import Settings
 
-    threads = Settings().model_threads
+    threads = Settings(allow_unauthenticated=True).model_threads  # only the thread count
     model_dir, model_source = prepare_model(args.model_dir)
     png = sample_png()
     workdir = Path(tempfile.mkdtemp(prefix="bench-peers-"))
