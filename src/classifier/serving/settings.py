@@ -49,10 +49,10 @@ class Settings(BaseSettings):
     # (measurements in docs/serving.md, "Where the time goes").
     interpreter_threads: Annotated[int | None, Field(ge=1, le=256)] = None
     # Micro-batching: concurrent requests are coalesced into one model call of at most this many
-    # images; 1 (the default) turns it off. Coalescing saves per-call overhead when requests
-    # pile up, at the cost of one more thread hop per request; here the hop cost more than it
-    # saved (the A/B runs behind this default: docs/serving.md, "Micro-batching: the decision").
-    max_batch_size: Annotated[int, Field(ge=1, le=256)] = 1
+    # images; 1 turns it off. Coalescing saves per-call overhead when requests pile up, at the
+    # cost of one more thread hop per request (the A/B runs behind this default:
+    # docs/serving.md, "Micro-batching: the decision").
+    max_batch_size: Annotated[int, Field(ge=1, le=256)] = 16
     # How long the first request of a batch waits for company. 0 = take only what is already
     # queued (adds no latency at low load; batches still form under load).
     max_batch_wait_ms: Annotated[float, Field(ge=0, le=1000)] = 0.0
