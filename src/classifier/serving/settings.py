@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     interpreter_threads: Annotated[int | None, Field(ge=1, le=256)] = None
     # Micro-batching: concurrent requests are coalesced into one model call of at most this many
     # images; 1 turns it off. Coalescing saves per-call overhead when requests pile up, at the
-    # cost of one more thread hop per request (the A/B runs behind this default:
-    # docs/serving.md, "Micro-batching: the decision").
+    # cost of one more thread hop per request and an interpreter arena sized for the largest
+    # batch (the A/B runs behind this default: docs/serving.md, "Micro-batching: the decision").
     max_batch_size: Annotated[int, Field(ge=1, le=256)] = 16
     # How long the first request of a batch waits for company. 0 = take only what is already
     # queued (adds no latency at low load; batches still form under load).
