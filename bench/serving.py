@@ -255,6 +255,31 @@ class Server:
         return self.process.wait()
 
 
+def compile_bytecode(python: str) -> None:
+    """Byte-compile what a server runs (its Python's site-packages, and our `src`), once.
+
+    A deployed server starts from compiled bytecode: pip compiles packages at install and the
+    image build compiles the service (Dockerfile). A dev venv made by uv has no bytecode, and
+    with PYTHONDONTWRITEBYTECODE set every start compiles every module it imports again, which
+    took most of a start here. Without this, start-to-ready measures the compiler. Cheap after
+    the first run (compileall skips files whose bytecode is current).
+    """
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    log(f"byte-compiling {purelib} and src/ (once; later runs only check)")
+    # Not checked: a few packages ship files that do not compile (Python 2 examples, templates).
+    subprocess.run(
+        [python, "-m", "compileall", "-q", "-j", "0", purelib, str(ROOT / "src")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+
+
 def start(
     name: str,
     argv: list[str],
@@ -439,18 +464,28 @@ def soak(server: Server, body: Body, rate: float, seconds: float) -> tuple[Load,
     return result, samples
 
 
+AB_OFF, AB_ON = "off (max batch 1)", "on (max batch 16, wait 0)"
+AB_CONCURRENCY = (1, 4, 16, 64)
+
+
 def batching_ab(
-    model_dir: Path, workdir: Path, body: Body, rounds: int, seconds: float
-) -> dict[str, dict[int, list[float]]]:
+    model_dir: Path,
+    workdir: Path,
+    body: Body,
+    rounds: int,
+    seconds: float,
+    concurrency: tuple[int, ...] = AB_CONCURRENCY,
+) -> dict[str, dict[int, list[Load]]]:
     """Micro-batching on vs off, interleaved: both servers up at once (an idle one costs no CPU),
-    load alternating between them round by round, so both see the same background noise."""
+    load alternating between them step by step (the order flips every round), so both see the
+    same background noise."""
     servers = {
-        "off (max batch 1)": start_service(model_dir, workdir, "ab-off", max_batch_size="1"),
-        "on (max batch 16, wait 0)": start_service(
+        AB_OFF: start_service(model_dir, workdir, "ab-off", max_batch_size="1"),
+        AB_ON: start_service(
             model_dir, workdir, "ab-on", max_batch_size="16", max_batch_wait_ms="0"
         ),
     }
-    results: dict[str, dict[int, list[float]]] = {n: {4: [], 16: []} for n in servers}
+    results: dict[str, dict[int, list[Load]]] = {n: {c: [] for c in concurrency} for n in servers}
     try:
         for server in servers.values():
             attack(server.url, body, 2, concurrency=4)  # warm-up
@@ -458,15 +493,15 @@ def batching_ab(
             order = list(servers.items())
             if round_ % 2:
                 order.reverse()
-            for c in (4, 16):
+            for c in concurrency:
                 for name, server in order:
-                    results[name][c].append(attack(server.url, body, seconds, concurrency=c).rps)
+                    load = attack(server.url, body, seconds, concurrency=c, pid=server.process.pid)
+                    results[name][c].append(load)
             log(
-                "  A/B round "
-                + str(round_ + 1)
-                + ": "
+                f"  A/B round {round_ + 1}: "
                 + "; ".join(
-                    f"{n} c=4 {r[4][-1]:.0f} c=16 {r[16][-1]:.0f}" for n, r in results.items()
+                    f"{n} " + " ".join(f"c={c} {r[c][-1].rps:.0f}" for c in concurrency)
+                    for n, r in results.items()
                 )
             )
     finally:
@@ -532,6 +567,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--soak-seconds", type=float, default=60)
     parser.add_argument("--soak-only", action="store_true", help="only the soak (make soak)")
     parser.add_argument("--ab-rounds", type=int, default=4, help="micro-batching A/B rounds")
+    parser.add_argument(
+        "--ab-only",
+        action="store_true",
+        help="only the micro-batching A/B (--seconds per step), printed as Markdown",
+    )
     parser.add_argument("--model-dir", type=Path, default=ROOT / "build" / "bench-serving-model")
     args = parser.parse_args(argv)
     if not Path(VEGETA).is_file():
@@ -541,8 +581,9 @@ def main(argv: list[str] | None = None) -> None:
     from classifier.serving.settings import Settings
 
     threads = available_cpus()
-    defaults = Settings()
+    defaults = Settings(allow_unauthenticated=True)  # the defaults; servers get their own env
     model_dir, model_source = prepare_model(args.model_dir)
+    compile_bytecode(sys.executable)
     workdir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     body = Body(sample_png(), workdir)
     servers: list[Server] = []
@@ -561,6 +602,17 @@ def main(argv: list[str] | None = None) -> None:
                 f"RSS {min(rss):.1f}..{max(rss):.1f} MiB: {'PASS' if ok else 'FAIL'}"
             )
             sys.exit(0 if ok else 1)
+        if args.ab_only:
+            log(f"micro-batching A/B, interleaved, {args.ab_rounds} rounds")
+            loads = [load_average()]
+            ab = batching_ab(model_dir, workdir, body, args.ab_rounds, args.seconds)
+            loads.append(load_average())
+            print(
+                f"Model: {model_source}. {args.ab_rounds} rounds x {args.seconds:g} s per step; "
+                f"load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end.\n"
+            )
+            print("\n".join([*AB_HEADER, *ab_rows(ab)]))
+            return
 
         log(f"model: {model_source}; CPUs {threads}, interpreter threads {defaults.model_threads}")
         # Raw at the service's interpreter thread count and at all the CPUs: the served
@@ -683,19 +735,35 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def ab_rows(ab: dict[str, dict[int, list[float]]]) -> list[str]:
+def ab_rows(ab: dict[str, dict[int, list[Load]]]) -> list[str]:
+    """Markdown rows: per concurrency, req/s (each round), p99 and server CPU per request of
+    both, and on / off as the median of per-round ratios."""
     import statistics
 
-    off, on = ab["off (max batch 1)"], ab["on (max batch 16, wait 0)"]
+    off, on = ab[AB_OFF], ab[AB_ON]
+
+    def med(loads: list[Load], key: str) -> float:
+        return float(statistics.median(float(getattr(x, key)) for x in loads))
+
     rows = []
-    for c in (4, 16):
-        ratios = [b / a for a, b in zip(off[c], on[c], strict=True) if a > 0]
-        rows.append(
-            f"| {c} | {statistics.median(off[c]):.0f} ({', '.join(f'{v:.0f}' for v in off[c])}) "
-            f"| {statistics.median(on[c]):.0f} ({', '.join(f'{v:.0f}' for v in on[c])}) "
-            f"| {statistics.median(ratios):.2f} |"
-        )
+    for c in off:
+        ratios = [b.rps / a.rps for a, b in zip(off[c], on[c], strict=True) if a.rps > 0]
+        cells = []
+        for loads in (off[c], on[c]):
+            rounds = ", ".join(f"{x.rps:.0f}" for x in loads)
+            cells.append(
+                f"{med(loads, 'rps'):.0f} ({rounds}) / {med(loads, 'p99_ms'):.1f} / "
+                f"{med(loads, 'server_cpu_ms'):.2f}"
+            )
+        rows.append(f"| {c} | {cells[0]} | {cells[1]} | {statistics.median(ratios):.2f} |")
     return rows
+
+
+AB_HEADER = [
+    "| concurrency | off (max batch 1): req/s (rounds) / p99 ms / server CPU ms per request "
+    "| on (max batch 16, wait 0): same | on / off req/s, median of per-round ratios |",
+    "|---|---|---|---|",
+]
 
 
 def write_report(**r: Any) -> None:
@@ -795,11 +863,9 @@ def write_report(**r: Any) -> None:
         f"| 0 errors, flat memory: {'yes' if soak_ok and flat else 'NO'} |",
         f"| exit status after SIGTERM | {r['exit_code']} | 0 |",
         "",
-        "### Micro-batching on vs off, interleaved (req/s, median of rounds)",
+        "### Micro-batching on vs off, interleaved (medians of rounds)",
         "",
-        "| concurrency | off (max batch 1) | on (max batch 16, wait 0) | on / off, median of "
-        "per-round ratios |",
-        "|---|---|---|---|",
+        *AB_HEADER,
         *ab_rows(r["ab"]),
         "",
         "### Gains (peak req/s, side by side in this run)",

@@ -47,6 +47,7 @@ from bench.serving import (
     Load,
     Server,
     attack,
+    compile_bytecode,
     free_port,
     load_average,
     log,
@@ -609,7 +610,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from classifier.serving.settings import Settings
 
-    threads = Settings().model_threads
+    threads = Settings(allow_unauthenticated=True).model_threads  # only the thread count
     model_dir, model_source = prepare_model(args.model_dir)
     png = sample_png()
     workdir = Path(tempfile.mkdtemp(prefix="bench-peers-"))
@@ -618,6 +619,10 @@ def main(argv: list[str] | None = None) -> None:
         all_specs = specs(png, model_dir, threads, workdir)
         if args.only:
             all_specs = [s for s in all_specs if s.key in args.only]
+        # Every server starts from bytecode, as installed servers do (bench.serving).
+        peers = {peer_python(s.key) for s in all_specs if not s.key.startswith(OURS)}
+        for python in sorted({sys.executable} | peers):
+            compile_bytecode(python)
         log(f"model: {model_source}; interpreter threads {threads}")
         results: dict[str, list[Run]] = {s.key: [] for s in all_specs}
         inproc: list[dict[str, float]] = []

@@ -231,7 +231,7 @@ def main() -> None:
 
     from classifier.serving.settings import Settings
 
-    threads = Settings().model_threads
+    threads = Settings(allow_unauthenticated=True).model_threads  # only the thread count
     model_dir, source = prepare_model(args.model_dir)
     png = sample_png()
     workdir = Path(tempfile.mkdtemp(prefix="bench-profile-"))

@@ -111,6 +111,7 @@ def short_deadline(
         tiny_model_dir,
         tmp_path_factory.mktemp("deadline") / "server.log",
         CLASSIFIER_MAX_IN_FLIGHT="2",
+        CLASSIFIER_MAX_BATCH_SIZE="16",  # micro-batching on, whatever the default: rows wait in it
         CLASSIFIER_MAX_BATCH_WAIT_MS="1000",
         CLASSIFIER_REQUEST_TIMEOUT_S="0.4",
     )

@@ -37,6 +37,39 @@ def test_load_sets_ready_and_predicts_any_batch_size(tiny_model_dir: Path) -> No
     assert not model.ready
 
 
+def test_warm_up_runs_one_image_and_plans_the_largest_batch(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Readiness waits for one image of compute, not MAX_BATCH_SIZE of them (start-up time),
+    yet the arena is planned at the largest batch, and every batch size still predicts."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    invoked: list[int] = []
+    allocated: list[int] = []
+
+    def invoke(self: Interpreter) -> None:
+        invoked.append(int(self.get_input_details()[0]["shape"][0]))
+        original_invoke(self)
+
+    def allocate_tensors(self: Interpreter) -> None:
+        allocated.append(int(self.get_input_details()[0]["shape"][0]))
+        original_allocate(self)
+
+    original_invoke, original_allocate = Interpreter.invoke, Interpreter.allocate_tensors
+    monkeypatch.setattr(Interpreter, "invoke", invoke)
+    monkeypatch.setattr(Interpreter, "allocate_tensors", allocate_tensors)
+    model = _model(tiny_model_dir, max_batch=16)
+    model.load()
+    assert invoked == [1]  # one image, and the interpreter is left at batch 1
+    assert 16 in allocated
+    rng = np.random.default_rng(1)
+    batch = rng.random((16, 32, 32, 1), dtype=np.float32)
+    together = model.predict_sync(batch)
+    one_by_one = np.concatenate([model.predict_sync(batch[i : i + 1]) for i in range(16)])
+    np.testing.assert_allclose(together, one_by_one, atol=1e-6)
+    model.close()
+
+
 def test_load_refuses_a_card_that_does_not_match_the_model(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:

@@ -1,24 +1,27 @@
-"""`python -m classifier.serving` / `classifier-serve`: one uvicorn process, settings from env."""
+"""`python -m classifier.serving` / `classifier-serve`: one uvicorn process, settings from env.
+
+Start-up time matters (a pod takes no traffic until it is ready; docs/serving.md "Start-up"):
+the web stack is imported inside `main()`, after the garbage collector is paused. Importing
+creates tens of thousands of long-lived objects (modules, classes, FastAPI's routes and their
+validators) and no garbage, so collections during it only cost time.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import uvicorn
-from pydantic import ValidationError
-
-from classifier.serving.app import create_app
-from classifier.serving.observability import logging_config
-from classifier.serving.runtime import ModelLoadError, check_model_dir
-from classifier.serving.settings import REPLACED, Settings
+if TYPE_CHECKING:
+    import uvicorn
 
 
-class GracefulServer(uvicorn.Server):
+def graceful_server(config: uvicorn.Config) -> uvicorn.Server:
     """uvicorn, except that a completed graceful shutdown exits 0.
 
     On SIGTERM uvicorn stops accepting, finishes in-flight requests (up to
@@ -26,41 +29,61 @@ class GracefulServer(uvicorn.Server):
     the process dies "killed by SIGTERM" (status 143). A clean drain is a success, so we keep
     uvicorn's handling and drop the re-raise.
     """
+    import uvicorn
 
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
+    class GracefulServer(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer(config)
 
 
 def main() -> None:
-    replaced = [f"{old} (use {new})" for old, new in REPLACED.items() if old in os.environ]
-    if replaced:
-        sys.exit(f"invalid settings: no longer read: {', '.join(replaced)}")
+    gc.disable()  # until the app is built: see the module docstring
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        # A typo in a manifest should read as one clear line, not a traceback.
-        problems = "; ".join(
-            f"CLASSIFIER_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            if err["loc"]
-            else str(err["msg"]).removeprefix("Value error, ")
-            for err in exc.errors()
-        )
-        sys.exit(f"invalid settings: {problems}")
-    try:
-        check_model_dir(settings.model_dir)  # fail at once, not as a pod that never gets ready
-    except ModelLoadError as exc:
-        sys.exit(f"cannot start: {exc}")
-    app = create_app(settings)
+        import uvicorn
+        from pydantic import ValidationError
+
+        from classifier.serving.settings import REPLACED, Settings
+
+        replaced = [f"{old} (use {new})" for old, new in REPLACED.items() if old in os.environ]
+        if replaced:
+            sys.exit(f"invalid settings: no longer read: {', '.join(replaced)}")
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            # A typo in a manifest should read as one clear line, not a traceback.
+            problems = "; ".join(
+                f"CLASSIFIER_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+                if err["loc"]
+                else str(err["msg"]).removeprefix("Value error, ")
+                for err in exc.errors()
+            )
+            sys.exit(f"invalid settings: {problems}")
+
+        from classifier.serving.runtime import ModelLoadError, check_model_dir
+
+        try:
+            check_model_dir(settings.model_dir)  # fail at once, not as a pod never ready
+        except ModelLoadError as exc:
+            sys.exit(f"cannot start: {exc}")
+
+        from classifier.serving.app import create_app
+        from classifier.serving.observability import logging_config
+
+        app = create_app(settings)
+    finally:
+        gc.enable()
     # One process per pod (scale out with the HPA): no uvicorn workers.
     config = uvicorn.Config(
         app,
@@ -73,7 +96,7 @@ def main() -> None:
         timeout_graceful_shutdown=settings.shutdown_timeout_s,
         server_header=False,
     )
-    GracefulServer(config).run()
+    graceful_server(config).run()
     # The model never loaded: exit non-zero so the orchestrator sees a failure, not a quiet pod.
     if app.state.service.load_error is not None:
         sys.exit(1)

@@ -108,9 +108,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     threads = settings.threads
     metrics_ = Metrics()
-    model_ = LiteRTModel(
-        settings.model_dir, threads=settings.model_threads, max_batch=settings.max_batch_size
-    )
+    # The largest model call: a micro-batch, or one request's images (with batching off, and a
+    # request larger than a micro-batch is never split); the warm-up plans the arena for it.
+    largest_call = max(settings.max_batch_size, settings.max_images_per_request)
+    model_ = LiteRTModel(settings.model_dir, threads=settings.model_threads, max_batch=largest_call)
     admission = Admission(
         limit=max_in_flight_for(settings),
         timeout_s=settings.request_timeout_s,

@@ -128,10 +128,7 @@ class LiteRTModel:
             self._output_index = int(outputs[0]["index"])
             self._card = card
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litert")
-        # Warm-up: the first invoke pays for kernel preparation and memory planning. Do it for
-        # both batch shapes used most, so no user request pays it.
-        for batch in sorted({1, self.max_batch}):
-            self._invoke(np.zeros((batch, *expected), dtype=np.float32))
+        self._warm_up(expected)
         self.load_seconds = time.perf_counter() - started
         self.ready = True
         log.info(
@@ -143,6 +140,22 @@ class LiteRTModel:
                 "load_seconds": round(self.load_seconds, 3),
             },
         )
+
+    def _warm_up(self, shape: tuple[int, ...]) -> None:
+        """Pay the one-time costs before readiness, so no request pays them.
+
+        The first invoke prepares the kernels; allocating at the largest batch plans the arena
+        at its largest (arenas only grow, so later batch sizes never reallocate it). Invoking
+        at the largest batch would add nothing more: its first run costs what every later one
+        does (docs/serving.md, "Start-up"), and that is MAX_BATCH_SIZE images of compute. The
+        interpreter is left at batch 1, the size most calls have.
+        """
+        with self._lock:
+            if self.max_batch > 1:
+                self._interpreter.resize_tensor_input(self._input_index, [self.max_batch, *shape])
+                self._interpreter.allocate_tensors()
+                self._batch_in_place = self.max_batch
+        self._invoke(np.zeros((1, *shape), dtype=np.float32))
 
     def _invoke(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         n = batch.shape[0]

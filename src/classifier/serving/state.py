@@ -25,11 +25,18 @@ class ServiceState:
     load_error: str | None = field(default=None)
 
 
+def service_of(request: Request) -> ServiceState:
+    """The service state, for routes on the inference path: they call this (and
+    `auth.require_token`) themselves rather than declaring dependencies, because FastAPI's
+    dependency solving was a fifth of the event loop's CPU per request (docs/serving.md)."""
+    state: ServiceState = request.app.state.service
+    return state
+
+
 async def _service(request: Request) -> ServiceState:
     # `async` on purpose: FastAPI runs a plain `def` dependency in its thread pool, which
     # cost a thread hop per request (found by profiling the predict path).
-    state: ServiceState = request.app.state.service
-    return state
+    return service_of(request)
 
 
 Service = Annotated[ServiceState, Depends(_service)]

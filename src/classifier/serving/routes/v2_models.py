@@ -13,10 +13,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from classifier.serving import oip
-from classifier.serving.auth import Authorized
+from classifier.serving.auth import require_token
 from classifier.serving.errors import ModelNotReady, UnknownModel
 from classifier.serving.inference import predict_images, predict_rows
-from classifier.serving.state import Service, ServiceState
+from classifier.serving.state import Service, ServiceState, service_of
 
 router = APIRouter(prefix="/v2/models", tags=["open inference protocol"])
 
@@ -125,13 +125,9 @@ _INFER: dict[str, Any] = {
 
 @router.post(MODEL + "/infer", summary="Inference: P(defective) for images or rows", **_INFER)
 @router.post(VERSION + "/infer", summary="Inference on one version", **_INFER)
-async def infer(
-    request: Request,
-    service: Service,
-    _auth: Authorized,
-    model_name: str,
-    model_version: str | None = None,
-) -> Response:
+async def infer(request: Request, model_name: str, model_version: str | None = None) -> Response:
+    service = service_of(request)
+    await require_token(request, service)  # before anything else, as a dependency would
     _check(service, model_name, model_version)
     body = await request.body()  # capped by the middleware: 413 past MAX_UPLOAD_BYTES
     parsed, binary = oip.parse_request(body, request.headers.get(oip.HEADER_LENGTH))
