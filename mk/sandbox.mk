@@ -31,7 +31,8 @@ $(SANDBOX_BIN)/%:
 SANDBOX_NODE_TOOL_FILES := \
 	$(SANDBOX_BIN)/kubelet-$(K8S_VERSION) $(SANDBOX_BIN)/kube-proxy-$(K8S_VERSION) \
 	$(foreach b,containerd containerd-shim-runc-v2 ctr,$(SANDBOX_BIN)/$(b)-$(CONTAINERD_VERSION)) \
-	$(SANDBOX_BIN)/runc-$(RUNC_VERSION) $(SANDBOX_BIN)/pause-$(K8S_VERSION)
+	$(SANDBOX_BIN)/runc-$(RUNC_VERSION) $(SANDBOX_BIN)/pause-$(K8S_VERSION) \
+	$(SANDBOX_BIN)/metrics-server-$(METRICS_SERVER_VERSION) $(SANDBOX_BIN)/helm-$(HELM_VERSION)
 
 .PHONY: sandbox-tools sandbox-deps sandbox-up sandbox-down sandbox-status e2e \
         sandbox-live-tools sandbox-live-deps sandbox-live-up e2e-live e2e-live-run e2e-run
@@ -48,7 +49,7 @@ sandbox-deps:
 	  { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null; }; }
 
 sandbox-live-tools: sandbox-live-deps sandbox-tools $(SANDBOX_NODE_TOOL_FILES) ## + containerd, runc, kubelet, kube-proxy (cached)
-	@for b in kubelet kube-proxy containerd containerd-shim-runc-v2 ctr runc pause; do sandbox/tools/build.sh $$b >/dev/null; done
+	@for b in kubelet kube-proxy containerd containerd-shim-runc-v2 ctr runc pause metrics-server helm; do sandbox/tools/build.sh $$b >/dev/null; done
 
 # CNI plugins (bridge, host-local) and libseccomp's headers for runc: Debian packages.
 sandbox-live-deps: sandbox-deps
@@ -89,7 +90,7 @@ e2e-live: setup tools sandbox-live-tools ## one real node: the serving image run
 
 e2e-live-run: test-model
 	$(MAKE) push IMAGE_NAME=$(TEST_IMAGE_NAME) MODEL_DIR=$(TEST_MODEL) IMAGE_JSON=$(TEST_IMAGE_JSON)
-	ELPV_IMAGE_JSON=$(TEST_IMAGE_JSON) $(BIN)/pytest -m live tests/e2e/test_live_node_standalone.py tests/e2e/test_live_node.py -p no:cacheprovider $(E2E_ARGS)
+	ELPV_IMAGE_JSON=$(TEST_IMAGE_JSON) $(BIN)/pytest -m live tests/e2e/test_live_node_standalone.py tests/e2e/test_live_node.py tests/e2e/test_live_hpa.py -p no:cacheprovider $(E2E_ARGS)
 
 # Part of `make test` (and so of CI): the GitOps loop is the product; validating files is not proof.
 # The live node proves what kwok cannot: the image starts restricted and the probes gate traffic.

@@ -10,3 +10,7 @@ ARGOCD_VERSION=v3.5.3
 # 1.36 as supported and still runs on cgroup v1; runc is the version containerd 2.3.7 tests with.
 CONTAINERD_VERSION=v2.3.7
 RUNC_VERSION=v1.5.2
+# metrics-server (the HPA's CPU metrics, installed by Argo CD from its upstream chart) and helm
+# (rendered by Argo CD's repo-server): helm is the version Argo CD 3.5.3 is tested with.
+METRICS_SERVER_VERSION=v0.8.0
+HELM_VERSION=v4.2.1
