@@ -106,9 +106,6 @@ def control_plane(
     options["kubeApiserverPort"] = port
     options["kubeApiserverCertSANs"] = [NODE_IP, KUBERNETES_SERVICE_IP]
     apiserver_args = [
-        # Last flag wins: this overrides kwokctl's --bind-address=127.0.0.1 (the firewall above
-        # keeps every interface but loopback and the bridge out).
-        ("bind-address", "0.0.0.0"),  # noqa: S104 (firewalled, see firewall_rules)
         ("advertise-address", NODE_IP),
         ("service-cluster-ip-range", SERVICE_CIDR),
         # The aggregation layer: kwokctl sets the proxy client certificate (its admin pair) but
@@ -127,7 +124,12 @@ def control_plane(
     if apiserver is None:
         apiserver = {"name": "kube-apiserver", "extraArgs": []}
         patches.append(apiserver)
-    apiserver["extraArgs"] += [{"key": k, "value": v} for k, v in apiserver_args]
+    apiserver["extraArgs"] += [
+        # Replaces kwokctl's --bind-address=127.0.0.1 (the firewall above keeps every interface
+        # but loopback and the bridge out).
+        {"key": "bind-address", "value": "0.0.0.0", "override": True},  # noqa: S104
+        *({"key": k, "value": v} for k, v in apiserver_args),
+    ]
     patches.append(
         {
             "name": "kube-controller-manager",
