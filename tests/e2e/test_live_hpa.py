@@ -149,6 +149,11 @@ class Load:
             worker.join(timeout=15)
 
 
+def serving(live: Sandbox) -> int:
+    """Ready pods that are not being deleted (a terminating pod can still report Ready)."""
+    return sum(1 for p in ready_pods(live, NS) if "deletionTimestamp" not in p["metadata"])
+
+
 def hpa_state(live: Sandbox) -> dict[str, Any]:
     hpa = live.get("hpa", DEPLOYMENT, NS)
     assert hpa is not None
@@ -174,7 +179,7 @@ class Timeline:
         hpa = hpa_state(live)
         row = {
             "t": round(time.monotonic() - self.origin, 1),
-            "ready": len(ready_pods(live, NS)),
+            "ready": serving(live),
             "desired": hpa.get("status", {}).get("desiredReplicas"),
             "cpu_percent": cpu_utilization(hpa),
         }
@@ -242,7 +247,7 @@ def test_hpa_scales_staging_up_under_load_and_back_down(
     assert hpa["spec"]["maxReplicas"] >= WANT_REPLICAS
     target = hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"]
     # At rest: minReplicas ready and the HPA reading CPU (metrics-server works).
-    wait_until(f"{low} ready staging pods", lambda: len(ready_pods(live, NS)) == low)
+    wait_until(f"{low} ready staging pods", lambda: serving(live) == low)
     wait_until("the HPA reads CPU", lambda: cpu_utilization(hpa_state(live)) is not None)
 
     load = Load(target_url, api_token, LOAD_RPS, LOAD_THREADS)
