@@ -189,21 +189,19 @@ class Timeline:
 
 def test_metrics_server_runs_from_the_chart_through_argo_cd(live: Sandbox) -> None:
     """Argo CD rendered the vendored chart (Helm) and the API server serves metrics.k8s.io."""
-    app = json.loads(
-        live.kubectl("get", "application", "metrics-server", "-n", "argocd", "-o", "json").stdout
-    )
-    assert app["spec"]["source"]["path"] == "charts/metrics-server"
-    assert app["status"]["sourceType"] == "Helm"
 
-    def healthy() -> bool:
+    def healthy() -> dict[str, Any] | None:
         obj = live.get("application", "metrics-server", "argocd") or {}
         status = obj.get("status", {})
-        return (
+        done = (
             status.get("sync", {}).get("status") == "Synced"
             and status.get("health", {}).get("status") == "Healthy"
         )
+        return obj if done else None
 
-    wait_until("metrics-server Application Synced + Healthy", healthy)
+    app = wait_until("metrics-server Application Synced + Healthy", healthy)
+    assert app["spec"]["source"]["path"] == "charts/metrics-server"
+    assert app["status"]["sourceType"] == "Helm"
     deployment = live.get("deployment", "metrics-server", "kube-system")
     assert deployment is not None
     # The image the sandbox built and pushed, by digest, as the seed commit's values name it.
