@@ -64,6 +64,22 @@ def live() -> Iterator[Sandbox]:
         subprocess.run([*SANDBOX_PY, "down"], check=False)
 
 
+def diagnostics(live: Sandbox) -> str:
+    """What to read when metrics or scaling fail: the add-on's state from every side."""
+    parts = []
+    for args in (
+        ("get", "application", "metrics-server", "-n", "argocd", "-o", "jsonpath={.status}"),
+        ("get", "apiservice", "v1beta1.metrics.k8s.io", "-o", "jsonpath={.status}"),
+        ("get", "pods", "-A", "-o", "wide"),
+        ("logs", "-n", "kube-system", "deploy/metrics-server", "--tail=40"),
+        ("get", "hpa", DEPLOYMENT, "-n", NS, "-o", "jsonpath={.status}"),
+        ("get", "endpointslices", "-n", "default", "-o", "wide"),
+    ):
+        proc = live.kubectl(*args, check=False)
+        parts.append(f"$ kubectl {' '.join(args)}\n{proc.stdout[-3000:]}{proc.stderr[-1000:]}")
+    return "\n".join(parts)
+
+
 @pytest.fixture(scope="module")
 def target_url(live: Sandbox) -> str:
     """Where the load goes: staging's Service, by ClusterIP, from the host (kube-proxy's rules).
@@ -189,6 +205,13 @@ class Timeline:
 
 def test_metrics_server_runs_from_the_chart_through_argo_cd(live: Sandbox) -> None:
     """Argo CD rendered the vendored chart (Helm) and the API server serves metrics.k8s.io."""
+    try:
+        check_metrics_server(live)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n\n{diagnostics(live)}") from err
+
+
+def check_metrics_server(live: Sandbox) -> None:
 
     def healthy() -> dict[str, Any] | None:
         obj = live.get("application", "metrics-server", "argocd") or {}
@@ -240,6 +263,13 @@ def test_metrics_server_runs_from_the_chart_through_argo_cd(live: Sandbox) -> No
 def test_hpa_scales_staging_up_under_load_and_back_down(
     live: Sandbox, target_url: str, api_token: str
 ) -> None:
+    try:
+        check_scaling(live, target_url, api_token)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n\n{diagnostics(live)}") from err
+
+
+def check_scaling(live: Sandbox, target_url: str, api_token: str) -> None:
     hpa = hpa_state(live)
     low = hpa["spec"]["minReplicas"]
     assert hpa["spec"]["maxReplicas"] >= WANT_REPLICAS
