@@ -1,18 +1,19 @@
 """Live-mode add-ons of the sandbox: pods reach the API server, metrics-server runs via Argo CD.
 
-sandbox.py calls three hooks, in live mode only:
+sandbox.py calls these hooks, in live mode only:
 
+- `open_apiserver_port(run_dir)` first: a port for the API server and iptables rules that let
+  in only loopback and the pods' bridge (`elpv-br0`) on it, before anything listens there.
 - `control_plane(options, config, pki, run_dir)` while it writes the kwokctl configuration: the
-  API server listens on a port chosen here, on every address, with iptables letting in only
-  loopback and the pods' bridge (`elpv-br0`), and advertises the bridge address 10.244.0.1, so the
-  `kubernetes` Service (10.0.0.1:443) leads pods to it; its serving certificate also names those
-  two addresses. It gets the aggregation layer's request-header flags (so metrics-server learns
+  API server listens on that port on every address, and advertises the bridge address
+  10.244.0.1, so the `kubernetes` Service (10.0.0.1:443) leads pods to it; its serving
+  certificate also names those two addresses. It gets the aggregation layer's request-header flags (so metrics-server learns
   who is asking), and the controller-manager syncs HPAs every few seconds.
 - `seed(clone, kustomize, push, bin_dir)` while `up` writes the seed commit of `origin`:
   metrics-server's image (built by `sandbox/tools/build.sh metrics-server`) is pushed to the
   local registry, and argocd/ gets the metrics-server component (an Application rendering the
   vendored chart charts/metrics-server/) plus a sandbox patch pointing its image at that digest.
-- `remove_firewall()` in `down`, after the control plane has stopped.
+- `remove_firewall(run_dir)` in `down`, after the control plane has stopped.
 
 Everything else about the add-on (the chart, its values, its AppProject) is in the repository,
 where a real cluster gets it from: argocd/addons/metrics-server/.
@@ -70,8 +71,14 @@ def firewall_rules(port: int) -> list[list[str]]:
     return [["iptables", *drop], ["iptables", *accept], ["ip6tables", *drop]]
 
 
-def open_to_pods_only(port: int, run_dir: Path) -> None:
-    """Install firewall_rules(port) before the API server starts; `remove_firewall` undoes them."""
+def open_apiserver_port(run_dir: Path) -> int:
+    """Choose the API server's port and install firewall_rules(port) before it starts.
+
+    `up` calls this first; `control_plane` reads the port back (run_dir/apiserver-port), and
+    `remove_firewall` (in `down`) deletes exactly the rules recorded here.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    port = _free_port()
     record = run_dir / "apiserver-firewall-rules"
     for tool, *rule in firewall_rules(port):
         if shutil.which(tool) is None:
@@ -84,6 +91,8 @@ def open_to_pods_only(port: int, run_dir: Path) -> None:
         subprocess.run([tool, "-I", *rule], check=True, capture_output=True, text=True)
         with record.open("a") as out:
             out.write(json.dumps([tool, *rule]) + "\n")
+    (run_dir / "apiserver-port").write_text(str(port))
+    return port
 
 
 def remove_firewall(run_dir: Path) -> None:
@@ -99,10 +108,18 @@ def remove_firewall(run_dir: Path) -> None:
 def control_plane(
     options: dict[str, object], config: dict[str, Any], pki: Path, run_dir: Path
 ) -> int:
-    """Add the live mode's API server and controller-manager settings; returns the port."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    open_to_pods_only(port, run_dir)
+    """Add the live mode's API server and controller-manager settings; returns the port.
+
+    The port is the one open_apiserver_port() chose and firewalled: without it the API server
+    would listen on every interface unguarded, so a missing port file is an error.
+    """
+    port_file = run_dir / "apiserver-port"
+    if not port_file.exists():
+        raise RuntimeError(
+            f"{port_file} is missing: `up` opens (and firewalls) the API server's port before "
+            "it writes the kwokctl configuration (addons.open_apiserver_port)"
+        )
+    port = int(port_file.read_text())
     options["kubeApiserverPort"] = port
     options["kubeApiserverCertSANs"] = [NODE_IP, KUBERNETES_SERVICE_IP]
     apiserver_args = [

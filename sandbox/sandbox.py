@@ -1460,6 +1460,7 @@ def up(live: bool = False, image_json: Path | None = None) -> SandboxEnv:
         if live:
             RUN.mkdir(parents=True, exist_ok=True)
             HOST_BEFORE.write_text(json.dumps(host_snapshot(), indent=1))
+            live_addons().open_apiserver_port(RUN)
         start_control_plane(kubeconfig, live)
         if live:
             start_node(kubeconfig)

@@ -42,19 +42,22 @@ def test_firewall_lets_only_loopback_and_the_bridge_in(addons: ModuleType) -> No
 
 
 def test_control_plane_opens_the_api_server_to_pods_and_the_aggregator(
-    addons: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    addons: ModuleType, tmp_path: Path
 ) -> None:
-    opened: list[int] = []
-    monkeypatch.setattr(addons, "open_to_pods_only", lambda port, run_dir: opened.append(port))
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="firewalls"):
+        addons.control_plane({}, {}, tmp_path / "pki", run_dir)
+    run_dir.mkdir()
+    (run_dir / "apiserver-port").write_text("40123")
     options: dict[str, object] = {}
     config: dict[str, Any] = {
         "componentsPatches": [
             {"name": "kube-apiserver", "extraArgs": [{"key": "kubelet-client-key", "value": "k"}]}
         ]
     }
-    port = addons.control_plane(options, config, tmp_path / "pki", tmp_path / "run")
-    # The firewall is in place for the very port the API server will listen on.
-    assert opened == [port]
+    port = addons.control_plane(options, config, tmp_path / "pki", run_dir)
+    # The API server listens on the very port the firewall was opened for.
+    assert port == 40123
     assert options["kubeApiserverPort"] == port
     assert options["kubeApiserverCertSANs"] == ["10.244.0.1", "10.0.0.1"]
     patches = {p["name"]: p["extraArgs"] for p in config["componentsPatches"]}
