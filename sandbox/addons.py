@@ -4,11 +4,12 @@ sandbox.py calls these hooks, in live mode only:
 
 - `open_apiserver_port(run_dir)` first: a port for the API server and iptables rules that let
   in only loopback and the pods' bridge (`elpv-br0`) on it, before anything listens there.
-- `control_plane(options, config, pki, run_dir)` while it writes the kwokctl configuration: the
-  API server listens on that port on every address, and advertises the bridge address
+- `control_plane(options, config, pki, run_dir)` while it writes the kwokctl configuration:
+  the API server listens on that port on every address and advertises the bridge address
   10.244.0.1, so the `kubernetes` Service (10.0.0.1:443) leads pods to it; its serving
-  certificate also names those two addresses. It gets the aggregation layer's request-header flags (so metrics-server learns
-  who is asking), and the controller-manager syncs HPAs every few seconds.
+  certificate also names those two addresses. It gets the aggregation layer's request-header
+  flags (so metrics-server learns who is asking), and the controller-manager syncs HPAs every
+  few seconds.
 - `seed(clone, kustomize, push, bin_dir)` while `up` writes the seed commit of `origin`:
   metrics-server's image (built by `sandbox/tools/build.sh metrics-server`) is pushed to the
   local registry, and argocd/ gets the metrics-server component (an Application rendering the
