@@ -1082,6 +1082,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
                         "ipam": {
                             "type": "host-local",
                             "ranges": [[{"subnet": POD_SUBNET, "gateway": NODE_IP}]],
+                            # Services (the API server's `kubernetes` one too) via the
+                            # bridge, where kube-proxy's rules are; no default route.
+                            "routes": [{"dst": live_addons().SERVICE_CIDR}],
                             "dataDir": str(node_dir("cni", "ipam")),
                         },
                     }
