@@ -38,8 +38,8 @@ pytestmark = pytest.mark.live
 NS = NAMESPACE[STAGING]
 RESULT_FILE = ROOT / "build" / "hpa-live.json"
 # Bounded load: a fixed rate from a few threads, for at most LOAD_MAX_S.
-LOAD_RPS = float(os.environ.get("E2E_HPA_RPS", "20"))
-LOAD_THREADS = int(os.environ.get("E2E_HPA_THREADS", "6"))
+LOAD_RPS = float(os.environ.get("E2E_HPA_RPS", "60"))
+LOAD_THREADS = int(os.environ.get("E2E_HPA_THREADS", "12"))
 LOAD_MAX_S = float(os.environ.get("E2E_HPA_LOAD_MAX_S", "300"))
 SCALE_DOWN_TIMEOUT_S = float(os.environ.get("E2E_HPA_DOWN_TIMEOUT_S", "300"))
 WANT_REPLICAS = 3
