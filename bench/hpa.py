@@ -20,7 +20,13 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "build" / "hpa-live.json"
 PLOT = ROOT / "docs" / "img" / "hpa-live.png"
 SECTION = "hpa-live"
-COMMAND = "flock /tmp/elpv-docker.lock make e2e-live && .venv/bin/python -m bench.hpa"
+# The test alone (`make e2e-live` runs it too, after test_live_node.py), then this script.
+COMMAND = (
+    "docker/services.sh run -- bash -c 'make push IMAGE_NAME=elpv-classifier-test "
+    "MODEL_DIR=build/test-model IMAGE_JSON=build/test-image.json && "
+    "ELPV_IMAGE_JSON=build/test-image.json .venv/bin/pytest -m live tests/e2e/test_live_hpa.py' "
+    "&& .venv/bin/python -m bench.hpa"
+)
 
 
 def plot(result: dict[str, Any], out: Path) -> None:
@@ -76,7 +82,7 @@ def markdown(result: dict[str, Any]) -> str:
     return f"""
 ## HPA on real CPU (live sandbox, staging)
 
-`{COMMAND}`
+`{COMMAND}` (the test is also part of `make e2e-live`)
 
 {machine_line()}. Shared machine: other jobs were running, so the times are upper bounds.
 
