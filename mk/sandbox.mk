@@ -32,7 +32,8 @@ SANDBOX_NODE_TOOL_FILES := \
 	$(SANDBOX_BIN)/kubelet-$(K8S_VERSION) $(SANDBOX_BIN)/kube-proxy-$(K8S_VERSION) \
 	$(foreach b,containerd containerd-shim-runc-v2 ctr,$(SANDBOX_BIN)/$(b)-$(CONTAINERD_VERSION)) \
 	$(SANDBOX_BIN)/runc-$(RUNC_VERSION) $(SANDBOX_BIN)/pause-$(K8S_VERSION) \
-	$(SANDBOX_BIN)/traefik-$(TRAEFIK_VERSION)
+	$(SANDBOX_BIN)/traefik-$(TRAEFIK_VERSION) \
+	$(SANDBOX_BIN)/metrics-server-$(METRICS_SERVER_VERSION) $(SANDBOX_BIN)/helm-$(HELM_VERSION)
 
 .PHONY: sandbox-tools sandbox-deps sandbox-up sandbox-down sandbox-status e2e \
         sandbox-live-tools sandbox-live-deps sandbox-live-up e2e-live e2e-live-run e2e-run
@@ -48,8 +49,8 @@ sandbox-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null || \
 	  { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null; }; }
 
-sandbox-live-tools: sandbox-live-deps sandbox-tools $(SANDBOX_NODE_TOOL_FILES) ## + containerd, runc, kubelet, kube-proxy, traefik (cached)
-	@for b in kubelet kube-proxy containerd containerd-shim-runc-v2 ctr runc pause traefik; do sandbox/tools/build.sh $$b >/dev/null; done
+sandbox-live-tools: sandbox-live-deps sandbox-tools $(SANDBOX_NODE_TOOL_FILES) ## + containerd, runc, kubelet, kube-proxy, traefik, metrics-server, helm (cached)
+	@for b in kubelet kube-proxy containerd containerd-shim-runc-v2 ctr runc pause traefik metrics-server helm; do sandbox/tools/build.sh $$b >/dev/null; done
 
 # CNI plugins (bridge, host-local) and libseccomp's headers for runc: Debian packages.
 sandbox-live-deps: sandbox-deps
@@ -94,7 +95,7 @@ e2e-live: setup tools sandbox-live-tools ## one real node: the serving image run
 TEST_MODEL_B       := build/test-model-b
 TEST_IMAGE_B_JSON  := build/test-image-b.json
 LIVE_TESTS := tests/e2e/test_live_node_standalone.py tests/e2e/test_live_node.py \
-	tests/e2e/test_live_traffic.py tests/e2e/test_live_train_job.py
+	tests/e2e/test_live_traffic.py tests/e2e/test_live_hpa.py tests/e2e/test_live_train_job.py
 
 $(TEST_MODEL_B)/model_card.json: $(TEST_MODEL)/model.tflite
 	rm -rf $(TEST_MODEL_B) && cp -r $(TEST_MODEL) $(TEST_MODEL_B)

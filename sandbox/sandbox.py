@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -43,6 +44,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,6 +92,18 @@ def log(message: str) -> None:
 
 class SandboxError(RuntimeError):
     """A step failed: the message says which, and where its log is."""
+
+
+def live_addons() -> ModuleType:
+    """sandbox/addons.py (API server for the pods, metrics-server), beside this file."""
+    spec = importlib.util.spec_from_file_location(
+        "sandbox_addons", Path(__file__).with_name("addons.py")
+    )
+    if spec is None or spec.loader is None:
+        raise SandboxError("sandbox/addons.py is missing beside sandbox/sandbox.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def binary(name: str) -> Path:
@@ -264,6 +278,7 @@ def kwokctl_config(live: bool = False) -> Path:
                 ],
             }
         ]
+        live_addons().control_plane(options, config, pki, RUN)
     path = STATE / "kwokctl.yaml"
     # JSON is YAML: kwokctl reads either.
     path.write_text(json.dumps(config, indent=2))
@@ -412,6 +427,7 @@ def seed_origin(origin_url: str, image: str = "") -> Path:
         )
     if image:
         seed_images(clone, image)
+        live_addons().seed(clone, kustomize, push_single_binary_image, SANDBOX_BIN, REGISTRY)
     run(
         ["git", "commit", "--quiet", "-am", "sandbox: point Argo CD at the local origin"],
         cwd=clone,
@@ -493,6 +509,10 @@ def argocd_helpers() -> Path:
         if not target.exists():
             shutil.copyfile(argocd_files() / "hack" / script, target)
             target.chmod(0o755)
+    # Helm sources (the metrics-server add-on) are rendered with `helm` from PATH.
+    helm = SANDBOX_BIN / "helm"
+    if helm.exists() and not (helpers / "helm").exists():
+        (helpers / "helm").symlink_to(helm.resolve())
     return helpers
 
 
@@ -1072,6 +1092,9 @@ disabled_plugins = ["io.containerd.nri.v1.nri", "io.containerd.snapshotter.v1.bt
                         "ipam": {
                             "type": "host-local",
                             "ranges": [[{"subnet": POD_SUBNET, "gateway": NODE_IP}]],
+                            # Services (the API server's `kubernetes` one too) via the
+                            # bridge, where kube-proxy's rules are; no default route.
+                            "routes": [{"dst": live_addons().SERVICE_CIDR}],
                             "dataDir": str(node_dir("cni", "ipam")),
                         },
                     }
@@ -1469,6 +1492,7 @@ def up(live: bool = False, image_json: Path | None = None) -> SandboxEnv:
         if live:
             RUN.mkdir(parents=True, exist_ok=True)
             HOST_BEFORE.write_text(json.dumps(host_snapshot(), indent=1))
+            live_addons().open_apiserver_port(RUN)
         start_control_plane(kubeconfig, live)
         if live:
             start_node(kubeconfig)
@@ -1531,6 +1555,7 @@ def down(keep_logs: bool = False) -> None:
     if live:
         stop_node()
     stop_control_plane()
+    live_addons().remove_firewall(RUN)
     leftovers = sorted(p.stem for p in RUN.glob("*.pid")) if RUN.exists() else []
     for name in leftovers:
         stop_process(name)

@@ -28,7 +28,7 @@ export CGO_ENABLED=0
 source "$here/versions.sh"
 
 usage() {
-	echo "usage: $0 <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy|etcd|kwok|kwokctl|argocd|containerd|containerd-shim-runc-v2|ctr|runc|pause|traefik>" >&2
+	echo "usage: $0 <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy|etcd|kwok|kwokctl|argocd|containerd|containerd-shim-runc-v2|ctr|runc|pause|traefik|helm|metrics-server>" >&2
 	exit 2
 }
 [[ $# -eq 1 ]] || usage
@@ -80,6 +80,18 @@ traefik)
 	# dashboard is empty, which the sandbox does not use.
 	module=traefik version=$TRAEFIK_VERSION pkg=github.com/traefik/traefik/v3/cmd/traefik
 	ldflags="-s -w -X github.com/traefik/traefik/v3/pkg/version.Version=$TRAEFIK_VERSION"
+	;;
+helm)
+	# What Argo CD's repo-server execs to render Helm sources (it looks `helm` up on PATH).
+	module=helm version=$HELM_VERSION pkg=helm.sh/helm/v4/cmd/helm
+	ldflags="-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION"
+	ldflags+=" -X helm.sh/helm/v4/internal/version.gitTreeState=clean"
+	;;
+metrics-server)
+	# Static, no cgo (upstream's Makefile); its image is packed by sandbox/addons.py.
+	module=metrics-server version=$METRICS_SERVER_VERSION pkg=sigs.k8s.io/metrics-server/cmd/metrics-server
+	ldflags="-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION"
+	ldflags+=" -X k8s.io/client-go/pkg/version.buildDate=1970-01-01T00:00:00Z"
 	;;
 argocd)
 	module=argocd version=$ARGOCD_VERSION pkg=github.com/argoproj/argo-cd/v3/cmd

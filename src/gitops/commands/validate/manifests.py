@@ -46,6 +46,8 @@ ENVIRONMENT_DIFF_ALLOWED = (
     "Deployment/elpv-classifier:spec.template.spec.containers.*.resources.*",  # resources.yaml
     "HorizontalPodAutoscaler/elpv-classifier:spec.minReplicas",  # hpa-bounds.yaml
     "HorizontalPodAutoscaler/elpv-classifier:spec.maxReplicas",  # hpa-bounds.yaml
+    # staging scales down after 1 quiet minute, not 5 (hpa-bounds.yaml: the HPA load test)
+    "HorizontalPodAutoscaler/elpv-classifier:spec.behavior.scaleDown.*",
     "Ingress/elpv-classifier:spec.ingressClassName",  # ingress-host.yaml
     "Ingress/elpv-classifier:spec.rules.*.host",  # ingress-host.yaml
     "Ingress/elpv-classifier:spec.tls.*",  # ingress-host.yaml (when TLS is added)

@@ -1,0 +1,340 @@
+"""The HPA scales staging on real CPU, read through metrics-server, installed by Argo CD.
+
+Live mode only (`make e2e-live`): metrics-server runs from the vendored upstream chart
+(charts/metrics-server/, rendered by Argo CD's Helm support, image built here), the API server
+aggregates its metrics.k8s.io API, and the controller-manager's HPA reads pod CPU from it. A
+bounded load (POST /v1/predict at a fixed rate, from the host) drives the staging Deployment from
+minReplicas to 3 ready replicas; after the load stops it goes back to minReplicas (staging's
+`behavior` patch shortens the scale-down window to 60 s).
+
+The timeline (replicas, CPU, req/s every few seconds) goes to build/hpa-live.json;
+`python -m bench.hpa` turns it into docs/benchmarks.md's `hpa-live` section and a plot.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from .conftest import DEPLOYMENT, ENV_FILE, NAMESPACE, ROOT, STAGING, Sandbox, sh
+from .test_live_node import IMAGE_JSON, SANDBOX_PY, ready_pods, wait_until
+
+pytestmark = pytest.mark.live
+
+NS = NAMESPACE[STAGING]
+RESULT_FILE = ROOT / "build" / "hpa-live.json"
+# Bounded load: a fixed rate from a few threads, for at most LOAD_MAX_S.
+LOAD_RPS = float(os.environ.get("E2E_HPA_RPS", "60"))
+LOAD_THREADS = int(os.environ.get("E2E_HPA_THREADS", "12"))
+LOAD_MAX_S = float(os.environ.get("E2E_HPA_LOAD_MAX_S", "300"))
+SCALE_DOWN_TIMEOUT_S = float(os.environ.get("E2E_HPA_DOWN_TIMEOUT_S", "300"))
+WANT_REPLICAS = 3
+SAMPLE_EVERY_S = 3.0
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[Sandbox]:
+    if ENV_FILE.exists():
+        pytest.fail(f"a sandbox is already up ({ENV_FILE}): `make sandbox-down` first")
+    proc = subprocess.run(
+        [*SANDBOX_PY, "up", "--live", "--image-json", str(IMAGE_JSON)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"sandbox up --live failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    try:
+        yield Sandbox(env=json.loads(ENV_FILE.read_text()))
+    finally:
+        subprocess.run([*SANDBOX_PY, "down"], check=False)
+
+
+def diagnostics(live: Sandbox) -> str:
+    """What to read when metrics or scaling fail: the add-on's state from every side."""
+    parts = []
+    for args in (
+        ("get", "application", "metrics-server", "-n", "argocd", "-o", "jsonpath={.status}"),
+        ("get", "apiservice", "v1beta1.metrics.k8s.io", "-o", "jsonpath={.status}"),
+        ("get", "pods", "-A", "-o", "wide"),
+        ("logs", "-n", "kube-system", "deploy/metrics-server", "--tail=40"),
+        ("get", "hpa", DEPLOYMENT, "-n", NS, "-o", "jsonpath={.status}"),
+        ("get", "endpointslices", "-n", "default", "-o", "wide"),
+    ):
+        proc = live.kubectl(*args, check=False)
+        parts.append(f"$ kubectl {' '.join(args)}\n{proc.stdout[-3000:]}{proc.stderr[-1000:]}")
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def target_url(live: Sandbox) -> str:
+    """Where the load goes: staging's Service, by ClusterIP, from the host (kube-proxy's rules).
+
+    The one place to change when the load should go through an Ingress instead.
+    """
+    svc = json.loads(live.kubectl("get", "service", DEPLOYMENT, "-n", NS, "-o", "json").stdout)
+    return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+
+
+@pytest.fixture(scope="module")
+def api_token(live: Sandbox) -> str:
+    secret = json.loads(
+        live.kubectl("get", "secret", "elpv-classifier-api-token", "-n", NS, "-o", "json").stdout
+    )
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+def predict_body() -> bytes:
+    """One 300x300 grayscale PNG (the size of an ELPV cell image) as the JSON predict body."""
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 256, (300, 300), dtype=np.uint8), mode="L")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return json.dumps({"images": [{"name": "load", "data": data}]}).encode()
+
+
+@dataclass
+class Load:
+    """POST /v1/predict at a fixed total rate from a few threads, counting answers per second."""
+
+    url: str
+    token: str
+    rps: float
+    threads: int
+    started: float = field(default_factory=time.monotonic)
+    stop: threading.Event = field(default_factory=threading.Event)
+    answers: dict[int, dict[str, int]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    workers: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> None:
+        body = predict_body()
+        for index in range(self.threads):
+            worker = threading.Thread(target=self._run, args=(index, body), daemon=True)
+            worker.start()
+            self.workers.append(worker)
+
+    def _run(self, index: int, body: bytes) -> None:
+        interval = self.threads / self.rps
+        next_at = self.started + index * interval / self.threads
+        deadline = self.started + LOAD_MAX_S
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                self.stop.wait(delay)
+            next_at += interval
+            request = urllib.request.Request(
+                f"{self.url}/v1/predict",
+                data=body,
+                headers={
+                    "Content-Type": "application/json",
+                    "Authorization": f"Bearer {self.token}",
+                },
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as resp:
+                    resp.read()
+                    outcome = "ok" if resp.status == 200 else f"http_{resp.status}"
+            except urllib.error.HTTPError as err:
+                outcome = f"http_{err.code}"
+            except (urllib.error.URLError, OSError):
+                outcome = "no_answer"
+            second = int(time.monotonic() - self.started)
+            with self.lock:
+                bucket = self.answers.setdefault(second, {})
+                bucket[outcome] = bucket.get(outcome, 0) + 1
+
+    def finish(self) -> None:
+        self.stop.set()
+        for worker in self.workers:
+            worker.join(timeout=15)
+
+
+def serving(live: Sandbox) -> int:
+    """Ready pods that are not being deleted (a terminating pod can still report Ready)."""
+    return sum(1 for p in ready_pods(live, NS) if "deletionTimestamp" not in p["metadata"])
+
+
+def hpa_state(live: Sandbox) -> dict[str, Any]:
+    hpa = live.get("hpa", DEPLOYMENT, NS)
+    assert hpa is not None
+    return hpa
+
+
+def cpu_utilization(hpa: dict[str, Any]) -> int | None:
+    for metric in hpa.get("status", {}).get("currentMetrics") or []:
+        current = metric.get("resource", {}).get("current", {})
+        if metric.get("resource", {}).get("name") == "cpu" and "averageUtilization" in current:
+            return int(current["averageUtilization"])
+    return None
+
+
+@dataclass
+class Timeline:
+    """Samples of (seconds since the load started, ready pods, HPA desired, CPU %)."""
+
+    origin: float
+    samples: list[dict[str, Any]] = field(default_factory=list)
+
+    def sample(self, live: Sandbox) -> dict[str, Any]:
+        hpa = hpa_state(live)
+        row = {
+            "t": round(time.monotonic() - self.origin, 1),
+            "ready": serving(live),
+            "desired": hpa.get("status", {}).get("desiredReplicas"),
+            "cpu_percent": cpu_utilization(hpa),
+        }
+        self.samples.append(row)
+        return row
+
+
+def test_metrics_server_runs_from_the_chart_through_argo_cd(live: Sandbox) -> None:
+    """Argo CD rendered the vendored chart (Helm) and the API server serves metrics.k8s.io."""
+    try:
+        check_metrics_server(live)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n\n{diagnostics(live)}") from err
+
+
+def check_metrics_server(live: Sandbox) -> None:
+
+    def healthy() -> dict[str, Any] | None:
+        obj = live.get("application", "metrics-server", "argocd") or {}
+        status = obj.get("status", {})
+        done = (
+            status.get("sync", {}).get("status") == "Synced"
+            and status.get("health", {}).get("status") == "Healthy"
+        )
+        return obj if done else None
+
+    app = wait_until("metrics-server Application Synced + Healthy", healthy)
+    assert app["spec"]["source"]["path"] == "charts/metrics-server"
+    assert app["status"]["sourceType"] == "Helm"
+    deployment = live.get("deployment", "metrics-server", "kube-system")
+    assert deployment is not None
+    # The image the sandbox built and pushed, by digest, as the seed commit's values name it.
+    patch = sh(
+        ["git", "--git-dir", live.env["origin_path"], "show",
+         "main:argocd/sandbox-metrics-server.yaml"]
+    ).stdout  # fmt: skip
+    values = json.loads(patch)["spec"]["source"]["helm"]["valuesObject"]["image"]
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"{values['repository']}:{values['tag']}", image
+    assert "@sha256:" in image
+    pod = json.loads(
+        live.kubectl(
+            "get", "pods", "-n", "kube-system", "-l", "app.kubernetes.io/name=metrics-server",
+            "-o", "json",
+        ).stdout
+    )["items"][0]  # fmt: skip
+    assert pod["status"]["containerStatuses"][0]["imageID"].endswith(image.rsplit("@", 1)[1])
+    # The Helm release labels show who rendered it: the chart, not a hand-written manifest.
+    assert deployment["metadata"]["labels"]["helm.sh/chart"].startswith("metrics-server-3.")
+
+    def pod_metrics() -> list[str] | None:
+        """The names of staging's pods the metrics API reports, once it reports every ready one."""
+        proc = live.kubectl(
+            "get", "--raw", f"/apis/metrics.k8s.io/v1beta1/namespaces/{NS}/pods", check=False
+        )
+        if proc.returncode != 0:
+            return None
+        reported = {i["metadata"]["name"] for i in json.loads(proc.stdout)["items"]}
+        ready = {p["metadata"]["name"] for p in ready_pods(live, NS)}
+        return sorted(reported) if ready and ready <= reported else None
+
+    wait_until("CPU of every ready staging pod through the aggregated API", pod_metrics)
+
+
+def test_hpa_scales_staging_up_under_load_and_back_down(
+    live: Sandbox, target_url: str, api_token: str
+) -> None:
+    try:
+        check_scaling(live, target_url, api_token)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n\n{diagnostics(live)}") from err
+
+
+def check_scaling(live: Sandbox, target_url: str, api_token: str) -> None:
+    hpa = hpa_state(live)
+    low = hpa["spec"]["minReplicas"]
+    assert hpa["spec"]["maxReplicas"] >= WANT_REPLICAS
+    target = hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"]
+    # At rest: minReplicas ready and the HPA reading CPU (metrics-server works).
+    wait_until(f"{low} ready staging pods", lambda: serving(live) == low)
+    wait_until("the HPA reads CPU", lambda: cpu_utilization(hpa_state(live)) is not None)
+
+    load = Load(target_url, api_token, LOAD_RPS, LOAD_THREADS)
+    timeline = Timeline(origin=load.started)
+    load.start()
+    up_seconds = down_seconds = None
+    try:
+        deadline = load.started + LOAD_MAX_S
+        while time.monotonic() < deadline:
+            row = timeline.sample(live)
+            if row["ready"] >= WANT_REPLICAS:
+                up_seconds = row["t"]
+                break
+            time.sleep(SAMPLE_EVERY_S)
+    finally:
+        load.finish()
+    stopped = round(time.monotonic() - load.started, 1)
+    try:
+        if up_seconds is not None:
+            deadline = time.monotonic() + SCALE_DOWN_TIMEOUT_S
+            while time.monotonic() < deadline:
+                row = timeline.sample(live)
+                if row["ready"] == low and (row["desired"] or 0) == low:
+                    down_seconds = round(row["t"] - stopped, 1)
+                    break
+                time.sleep(SAMPLE_EVERY_S)
+    finally:
+        answers = {str(k): v for k, v in sorted(load.answers.items())}
+        totals: dict[str, int] = {}
+        for bucket in load.answers.values():
+            for outcome, count in bucket.items():
+                totals[outcome] = totals.get(outcome, 0) + count
+        RESULT_FILE.parent.mkdir(parents=True, exist_ok=True)
+        RESULT_FILE.write_text(
+            json.dumps(
+                {
+                    "min_replicas": low,
+                    "want_replicas": WANT_REPLICAS,
+                    "target_cpu_percent": target,
+                    "load": {"rps": LOAD_RPS, "threads": LOAD_THREADS, "url": target_url},
+                    "load_stopped_at": stopped,
+                    "up_seconds": up_seconds,
+                    "down_seconds_after_load": down_seconds,
+                    "answers_total": totals,
+                    "answers_per_second": answers,
+                    "samples": timeline.samples,
+                },
+                indent=1,
+            )
+        )
+    peak = max((s["cpu_percent"] or 0) for s in timeline.samples)
+    assert up_seconds is not None, (
+        f"staging never had {WANT_REPLICAS} ready pods within {LOAD_MAX_S:.0f} s of load "
+        f"(peak CPU {peak} % of the request, target {target} %): {timeline.samples[-5:]}"
+    )
+    # The scale-up came from CPU: it passed the target while the load ran.
+    assert peak > target, timeline.samples
+    assert totals.get("ok", 0) > 0, totals
+    assert down_seconds is not None, (
+        f"staging not back to {low} replicas within {SCALE_DOWN_TIMEOUT_S:.0f} s after the load "
+        f"stopped: {timeline.samples[-5:]}"
+    )
