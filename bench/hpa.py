@@ -20,13 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULT = ROOT / "build" / "hpa-live.json"
 PLOT = ROOT / "docs" / "img" / "hpa-live.png"
 SECTION = "hpa-live"
-# The test alone (`make e2e-live` runs it too, after test_live_node.py), then this script.
-COMMAND = (
-    "docker/services.sh run -- bash -c 'make push IMAGE_NAME=elpv-classifier-test "
-    "MODEL_DIR=build/test-model IMAGE_JSON=build/test-image.json && "
-    "ELPV_IMAGE_JSON=build/test-image.json .venv/bin/pytest -m live tests/e2e/test_live_hpa.py' "
-    "&& .venv/bin/python -m bench.hpa"
-)
+# The test alone through `make e2e-live` (which runs it with the other live tests too), then this.
+COMMAND = "make bench-hpa"
 
 
 def plot(result: dict[str, Any], out: Path) -> None:
@@ -89,8 +84,8 @@ def markdown(result: dict[str, Any]) -> str:
 metrics-server {result.get("metrics_server", "v0.8.0")} from the vendored chart (Argo CD, Helm),
 HPA sync period 5 s (sandbox only), staging's scale-down window 60 s (overlays/staging). Load:
 POST /v1/predict, one 300x300 PNG per request, {load["rps"]:.0f} req/s asked from
-{load["threads"]} threads through the Service's ClusterIP ({achieved:.1f} req/s answered on
-average while it ran).
+{load["threads"]} threads through staging's Ingress (Traefik, HTTPS; {achieved:.1f} req/s
+answered on average while it ran).
 
 | step | seconds |
 |---|---|

@@ -36,7 +36,7 @@ SANDBOX_NODE_TOOL_FILES := \
 	$(SANDBOX_BIN)/metrics-server-$(METRICS_SERVER_VERSION) $(SANDBOX_BIN)/helm-$(HELM_VERSION)
 
 .PHONY: sandbox-tools sandbox-deps sandbox-up sandbox-down sandbox-status e2e \
-        sandbox-live-tools sandbox-live-deps sandbox-live-up e2e-live e2e-live-run e2e-run
+        sandbox-live-tools sandbox-live-deps sandbox-live-up e2e-live e2e-live-run e2e-run bench-hpa
 
 sandbox-tools: $(SANDBOX_TOOL_FILES) ## build the sandbox's Kubernetes, etcd, kwok and Argo CD binaries (cached)
 	@for b in $(SANDBOX_K8S_BINS) etcd kwok kwokctl argocd; do sandbox/tools/build.sh $$b >/dev/null; done
@@ -119,6 +119,11 @@ TEST_TARGETS += e2e e2e-live
 bench-live-traffic: ## push -> answer, rollout and rollback under load through the Ingress -> docs/benchmarks.md
 	$(MAKE) e2e-live LIVE_TEST_FILES=tests/e2e/test_live_traffic.py
 	$(BIN)/python -m bench.live_traffic
+
+# The timeline of test_live_hpa.py (build/hpa-live.json) -> docs/benchmarks.md + docs/img/hpa-live.png.
+bench-hpa: ## HPA scale-up and down on real CPU through the Ingress -> docs/benchmarks.md
+	$(MAKE) e2e-live LIVE_TEST_FILES=tests/e2e/test_live_hpa.py
+	$(BIN)/python -m bench.hpa
 .PHONY: bench-live-traffic
 
 bench-sandbox: e2e ## sandbox benchmark (scenario sync times, warm start, cold builds) -> docs/benchmarks.md

@@ -3,8 +3,8 @@
 Live mode only (`make e2e-live`): metrics-server runs from the vendored upstream chart
 (charts/metrics-server/, rendered by Argo CD's Helm support, image built here), the API server
 aggregates its metrics.k8s.io API, and the controller-manager's HPA reads pod CPU from it. A
-bounded load (POST /v1/predict at a fixed rate, from the host) drives the staging Deployment from
-minReplicas to 3 ready replicas; after the load stops it goes back to minReplicas (staging's
+bounded load (POST /v1/predict at a fixed rate, through the Ingress) drives the staging Deployment
+from minReplicas to 3 ready replicas; after the load stops it goes back to minReplicas (staging's
 `behavior` patch shortens the scale-down window to 60 s).
 
 The timeline (replicas, CPU, req/s every few seconds) goes to build/hpa-live.json;
@@ -14,14 +14,13 @@ The timeline (replicas, CPU, req/s every few seconds) goes to build/hpa-live.jso
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +31,7 @@ from PIL import Image
 
 from .conftest import DEPLOYMENT, ENV_FILE, NAMESPACE, ROOT, STAGING, Sandbox, sh
 from .test_live_node import IMAGE_JSON, SANDBOX_PY, ready_pods, wait_until
+from .test_live_traffic import Target, target_of
 
 pytestmark = pytest.mark.live
 
@@ -81,13 +81,9 @@ def diagnostics(live: Sandbox) -> str:
 
 
 @pytest.fixture(scope="module")
-def target_url(live: Sandbox) -> str:
-    """Where the load goes: staging's Service, by ClusterIP, from the host (kube-proxy's rules).
-
-    The one place to change when the load should go through an Ingress instead.
-    """
-    svc = json.loads(live.kubectl("get", "service", DEPLOYMENT, "-n", NS, "-o", "json").stdout)
-    return f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
+def target(live: Sandbox) -> Target:
+    """Where the load goes: staging's Ingress, through Traefik on 127.0.0.1 (TLS, its host)."""
+    return target_of(live, STAGING)
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +108,7 @@ def predict_body() -> bytes:
 class Load:
     """POST /v1/predict at a fixed total rate from a few threads, counting answers per second."""
 
-    url: str
+    target: Target
     token: str
     rps: float
     threads: int
@@ -133,27 +129,29 @@ class Load:
         interval = self.threads / self.rps
         next_at = self.started + index * interval / self.threads
         deadline = self.started + LOAD_MAX_S
+        headers = {
+            "Host": self.target.host,
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {self.token}",
+        }
+        conn: http.client.HTTPSConnection | None = None
         while not self.stop.is_set() and time.monotonic() < deadline:
             delay = next_at - time.monotonic()
             if delay > 0:
                 self.stop.wait(delay)
             next_at += interval
-            request = urllib.request.Request(
-                f"{self.url}/v1/predict",
-                data=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "Authorization": f"Bearer {self.token}",
-                },
-            )
             try:
-                with urllib.request.urlopen(request, timeout=10) as resp:
-                    resp.read()
-                    outcome = "ok" if resp.status == 200 else f"http_{resp.status}"
-            except urllib.error.HTTPError as err:
-                outcome = f"http_{err.code}"
-            except (urllib.error.URLError, OSError):
+                if conn is None:  # one keep-alive connection per thread, reopened after an error
+                    conn = self.target.connect(timeout=10)
+                conn.request("POST", "/v1/predict", body=body, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+                outcome = "ok" if resp.status == 200 else f"http_{resp.status}"
+            except (OSError, http.client.HTTPException):
                 outcome = "no_answer"
+                if conn is not None:
+                    conn.close()
+                conn = None
             second = int(time.monotonic() - self.started)
             with self.lock:
                 bucket = self.answers.setdefault(second, {})
@@ -261,24 +259,24 @@ def check_metrics_server(live: Sandbox) -> None:
 
 
 def test_hpa_scales_staging_up_under_load_and_back_down(
-    live: Sandbox, target_url: str, api_token: str
+    live: Sandbox, target: Target, api_token: str
 ) -> None:
     try:
-        check_scaling(live, target_url, api_token)
+        check_scaling(live, target, api_token)
     except AssertionError as err:
         raise AssertionError(f"{err}\n\n{diagnostics(live)}") from err
 
 
-def check_scaling(live: Sandbox, target_url: str, api_token: str) -> None:
+def check_scaling(live: Sandbox, target: Target, api_token: str) -> None:
     hpa = hpa_state(live)
     low = hpa["spec"]["minReplicas"]
     assert hpa["spec"]["maxReplicas"] >= WANT_REPLICAS
-    target = hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"]
+    target_cpu = hpa["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"]
     # At rest: minReplicas ready and the HPA reading CPU (metrics-server works).
     wait_until(f"{low} ready staging pods", lambda: serving(live) == low)
     wait_until("the HPA reads CPU", lambda: cpu_utilization(hpa_state(live)) is not None)
 
-    load = Load(target_url, api_token, LOAD_RPS, LOAD_THREADS)
+    load = Load(target, api_token, LOAD_RPS, LOAD_THREADS)
     timeline = Timeline(origin=load.started)
     load.start()
     up_seconds = down_seconds = None
@@ -314,8 +312,12 @@ def check_scaling(live: Sandbox, target_url: str, api_token: str) -> None:
                 {
                     "min_replicas": low,
                     "want_replicas": WANT_REPLICAS,
-                    "target_cpu_percent": target,
-                    "load": {"rps": LOAD_RPS, "threads": LOAD_THREADS, "url": target_url},
+                    "target_cpu_percent": target_cpu,
+                    "load": {
+                        "rps": LOAD_RPS,
+                        "threads": LOAD_THREADS,
+                        "url": f"https://{target.host} (Ingress, 127.0.0.1:{target.port})",
+                    },
                     "load_stopped_at": stopped,
                     "up_seconds": up_seconds,
                     "down_seconds_after_load": down_seconds,
@@ -329,10 +331,10 @@ def check_scaling(live: Sandbox, target_url: str, api_token: str) -> None:
     peak = max((s["cpu_percent"] or 0) for s in timeline.samples)
     assert up_seconds is not None, (
         f"staging never had {WANT_REPLICAS} ready pods within {LOAD_MAX_S:.0f} s of load "
-        f"(peak CPU {peak} % of the request, target {target} %): {timeline.samples[-5:]}"
+        f"(peak CPU {peak} % of the request, target {target_cpu} %): {timeline.samples[-5:]}"
     )
     # The scale-up came from CPU: it passed the target while the load ran.
-    assert peak > target, timeline.samples
+    assert peak > target_cpu, timeline.samples
     assert totals.get("ok", 0) > 0, totals
     assert down_seconds is not None, (
         f"staging not back to {low} replicas within {SCALE_DOWN_TIMEOUT_S:.0f} s after the load "
