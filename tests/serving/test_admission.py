@@ -305,10 +305,15 @@ def test_the_gate_refuses_while_the_loop_lags_and_admits_once_it_caught_up() -> 
     assert set(json.loads(v2[1]["body"])) == {"error"}
     assert reached == []
     assert admission.in_flight == 0
+    # A stall in progress: the watcher's next sample is overdue by more than the limit.
+    admission.lag_s = 0.0
+    admission._next_sample = time.monotonic() - 0.3
+    assert _gate_answer(gate)[0]["status"] == 503
+    admission._next_sample = time.monotonic() + LAG_SAMPLE_S
     admission.lag_s = 0.01
     assert _gate_answer(gate) == []  # the app answered nothing; it was reached
     assert reached == ["/v1/predict"]
     assert admission.in_flight == 0  # the slot came back
     text = generate_latest(metrics.registry).decode()
-    assert 'classifier_http_requests_total{method="POST",route="refused",status="503"} 2.0' in text
-    assert 'classifier_errors_total{code="overloaded"} 2.0' in text
+    assert 'classifier_http_requests_total{method="POST",route="refused",status="503"} 3.0' in text
+    assert 'classifier_errors_total{code="overloaded"} 3.0' in text

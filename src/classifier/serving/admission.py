@@ -113,6 +113,7 @@ class Admission:
     max_lag_s: float | None = None
     in_flight: int = 0
     lag_s: float = 0.0
+    _next_sample: float = math.inf  # time.monotonic() of the watcher's next wake-up
     _gauge: Gauge = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -139,7 +140,12 @@ class Admission:
 
     @property
     def lagging(self) -> bool:
-        return self.max_lag_s is not None and self.lag_s > self.max_lag_s
+        """The loop runs late: its last sample said so, or the next sample is overdue by more
+        than `max_lag_s` now (a stall in progress, before the sample can say so)."""
+        if self.max_lag_s is None:
+            return False
+        overdue = time.monotonic() - self._next_sample
+        return max(self.lag_s, overdue) > self.max_lag_s
 
     def acquire(self) -> bool:
         if self.in_flight >= self.limit:
@@ -154,13 +160,15 @@ class Admission:
 
     async def watch_lag(self) -> None:
         """Sample the event loop's lag until cancelled: sleep `LAG_SAMPLE_S`, see how late the
-        wake-up came. A request is judged by the last sample; under sustained overload every
-        sample is late, so the refusals go on until the loop has caught up."""
-        loop = asyncio.get_running_loop()
-        while True:
-            due = loop.time() + LAG_SAMPLE_S
-            await asyncio.sleep(LAG_SAMPLE_S)
-            self.lag_s = max(0.0, loop.time() - due)
+        wake-up came. Under sustained overload every sample is late, so the refusals go on
+        until the loop has caught up."""
+        try:
+            while True:
+                self._next_sample = time.monotonic() + LAG_SAMPLE_S
+                await asyncio.sleep(LAG_SAMPLE_S)
+                self.lag_s = max(0.0, time.monotonic() - self._next_sample)
+        finally:
+            self._next_sample = math.inf
 
 
 # The route label of requests refused before routing (bounded cardinality, unlike the path).
