@@ -1,6 +1,7 @@
 """The promotion PR's required check against the sandbox's real Argo CD: green for the digest
-staging runs (Synced, Healthy), red with the reason for any other digest. Runs after
-test_gitops_flows.py (file order), whatever staging runs by then."""
+staging runs (Synced, Healthy, its live Deployment rolled out on that digest), red with the
+reason for any other digest. Runs after test_gitops_flows.py (file order), whatever
+staging runs by then."""
 
 from __future__ import annotations
 
@@ -56,12 +57,6 @@ def _pin_prod(checkout: Checkout, image: str) -> None:
     )  # fmt: skip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="on the kwok sandbox Argo CD's status.summary.images for staging is empty, so the "
-    "check finds staging running nothing; reading the images from the application's resource "
-    "tree (or the live-node sandbox) is the open fix (docs/delivery.md, promotion check)",
-)
 def test_promotion_check_passes_only_for_the_digest_staging_runs(
     sandbox: Sandbox, fresh_checkout: Checkout
 ) -> None:

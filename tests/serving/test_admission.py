@@ -9,6 +9,8 @@ depend on how fast (or how busy) this machine is.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -16,16 +18,21 @@ from pathlib import Path
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from classifier.serving import settings as settings_module
 from classifier.serving.admission import (
     BASELINE_BYTES,
+    LAG_SAMPLE_S,
     UNBOUNDED_DEFAULT,
+    Admission,
+    AdmissionGate,
     decode_pool_bytes,
     max_in_flight_for,
     request_bytes,
 )
 from classifier.serving.memory import cgroup_memory_limit
+from classifier.serving.observability import Message, Metrics, Receive, Scope, Send
 from classifier.serving.settings import MiB
 
 from .conftest import make_settings, png_bytes
@@ -240,3 +247,74 @@ def test_cgroup_memory_limit_reads_v2_and_v1(tmp_path: Path) -> None:
     (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
     assert cgroup_memory_limit(v1) is None
     assert cgroup_memory_limit(tmp_path / "absent") is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Shedding on event-loop lag (the gate and the lag watcher, on a real event loop)
+
+
+def test_the_lag_watcher_sees_a_stalled_event_loop() -> None:
+    async def scenario() -> tuple[float, float]:
+        admission = Admission(limit=2, timeout_s=10, registry=CollectorRegistry(), max_lag_s=0.1)
+        watcher = asyncio.create_task(admission.watch_lag())
+        await asyncio.sleep(3 * LAG_SAMPLE_S)
+        calm = admission.lag_s
+        time.sleep(0.4)  # noqa: ASYNC251  (the point: the loop stalls, no timer can fire)
+        await asyncio.sleep(0.01)  # the watcher's late wake-up runs, and measures the stall
+        stalled = admission.lag_s
+        watcher.cancel()
+        return calm, stalled
+
+    calm, stalled = asyncio.run(scenario())
+    assert calm < 0.1
+    assert stalled >= 0.3
+
+
+def _gate_answer(gate: AdmissionGate, path: str = "/v1/predict") -> list[Message]:
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+    asyncio.run(gate(scope, receive, send))
+    return sent
+
+
+def test_the_gate_refuses_while_the_loop_lags_and_admits_once_it_caught_up() -> None:
+    reached: list[str] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(str(scope["path"]))
+
+    metrics = Metrics()
+    admission = Admission(limit=2, timeout_s=10, registry=metrics.registry, max_lag_s=0.25)
+    gate = AdmissionGate(app, admission=admission, metrics=metrics)
+    admission.lag_s = 0.3
+    refused = _gate_answer(gate)
+    assert refused[0]["status"] == 503
+    headers = dict(refused[0]["headers"])
+    assert headers[b"retry-after"] == b"1"
+    body = json.loads(refused[1]["body"])
+    assert body["code"] == "overloaded"
+    assert "CLASSIFIER_MAX_LOOP_LAG_MS" in body["message"]
+    assert body["request_id"] == headers[b"x-request-id"].decode()
+    v2 = _gate_answer(gate, "/v2/models/m/infer")
+    assert set(json.loads(v2[1]["body"])) == {"error"}
+    assert reached == []
+    assert admission.in_flight == 0
+    # A stall in progress: the watcher's next sample is overdue by more than the limit.
+    admission.lag_s = 0.0
+    admission._next_sample = time.monotonic() - 0.3
+    assert _gate_answer(gate)[0]["status"] == 503
+    admission._next_sample = time.monotonic() + LAG_SAMPLE_S
+    admission.lag_s = 0.01
+    assert _gate_answer(gate) == []  # the app answered nothing; it was reached
+    assert reached == ["/v1/predict"]
+    assert admission.in_flight == 0  # the slot came back
+    text = generate_latest(metrics.registry).decode()
+    assert 'classifier_http_requests_total{method="POST",route="refused",status="503"} 3.0' in text
+    assert 'classifier_errors_total{code="overloaded"} 3.0' in text

@@ -126,6 +126,11 @@ class OverloadRun:
     def accepted_ms(self) -> list[float]:
         return [r["latency"] / 1e6 for r in self.results if r["code"] == 200]
 
+    @property
+    def closed_ms(self) -> list[float]:
+        """Latencies of the peak run: the server at its limit, not overloaded."""
+        return [r["latency"] / 1e6 for r in self.closed if r["code"] == 200]
+
 
 @pytest.fixture(scope="module")
 def overload(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> OverloadRun:
@@ -216,13 +221,24 @@ def test_overload_is_refused_cleanly_nothing_lost_memory_bounded(overload: Overl
 
 @pytest.mark.xfail(
     strict=True,
-    reason="at 4x peak the one event loop spends its core on parsing and refusing requests "
-    "too: they queue before admission, and accepted p99 reached ~9 s (docs/serving.md, "
-    "'Backpressure', open item)",
+    reason="the median accepted request now keeps the latency at the limit (cheap refusal, "
+    "shedding on event-loop lag), but 1-15 % of accepted requests still take seconds, up to "
+    "the 8 s of the attack, before the server reads them; where they wait is open "
+    "(docs/serving.md, 'Backpressure', 'Open: the tail')",
 )
 def test_accepted_requests_keep_a_bounded_p99_at_4x_peak(overload: OverloadRun) -> None:
-    # Generous (the machine is shared): well under the 10 s deadline.
-    assert _p(overload.accepted_ms, 99) < 2000
+    """At 4x the peak the requests the server accepts are answered about as fast as at the
+    limit without overload: a few times the closed loop's p99 (the latency of a full server),
+    and never near the 10 s deadline. Without the cheap refusal and the shedding on event-loop
+    lag, they queued before admission and waited seconds (docs/serving.md, "Backpressure")."""
+    at_limit = _p(overload.closed_ms, 99)
+    bound = min(2000.0, max(1000.0, 4 * at_limit))
+    p99 = _p(overload.accepted_ms, 99)
+    print(
+        f"\naccepted p99 {p99:.0f} ms at 4x peak; p99 at the limit {at_limit:.0f} ms; "
+        f"bound {bound:.0f} ms"
+    )
+    assert p99 < bound
 
 
 # ---------------------------------------------------------------------------------------------

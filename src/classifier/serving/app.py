@@ -14,7 +14,8 @@ from fastapi import FastAPI
 from classifier.serving import __version__
 from classifier.serving.admission import (
     Admission,
-    AdmissionMiddleware,
+    AdmissionGate,
+    DeadlineMiddleware,
     decode_pool_bytes,
     max_in_flight_for,
     request_bytes,
@@ -116,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limit=max_in_flight_for(settings),
         timeout_s=settings.request_timeout_s,
         registry=metrics_.registry,
+        max_lag_s=settings.max_loop_lag_ms / 1000 or None,
     )
     service = ServiceState(
         settings=settings,
@@ -138,9 +140,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log_mode(settings)
         memory_limit = settings.memory_limit_bytes
         log.info(
-            "backpressure: at most %d predict requests in flight, %g s each",
+            "backpressure: at most %d predict requests in flight, %g s each, none while "
+            "the event loop lags over %g ms",
             admission.limit,
             admission.timeout_s,
+            settings.max_loop_lag_ms,
             extra={
                 "max_in_flight": admission.limit,
                 "request_timeout_s": admission.timeout_s,
@@ -150,12 +154,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             },
         )
         service.predictor.start()
+        watching = asyncio.create_task(admission.watch_lag(), name="watch-loop-lag")
         loading = asyncio.create_task(_load_model(service), name="load-model")
         app.state.loading = loading
         try:
             yield
         finally:
             # uvicorn gets here after in-flight requests finished (graceful shutdown).
+            watching.cancel()
             await loading
             await service.predictor.stop()
             service.model.close()
@@ -181,13 +187,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     _document_raw_bodies(app)
-    # Added first, so it runs inside the observability middleware: refused and timed-out
-    # requests are still logged, counted and carry their request id.
-    app.add_middleware(AdmissionMiddleware, admission=admission, metrics=metrics_)
+    # Last added runs first. The deadline runs inside the observability middleware, so a
+    # request past it is logged and counted like any other; the admission gate runs before
+    # everything, so a refusal costs as little as possible (it counts itself).
+    app.add_middleware(DeadlineMiddleware, admission=admission, metrics=metrics_)
     app.add_middleware(
         ObservabilityMiddleware,
         metrics=metrics_,
         max_body_bytes=settings.max_upload_bytes,
         too_large=_too_large,
     )
+    app.add_middleware(AdmissionGate, admission=admission, metrics=metrics_)
     return app

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     # The container's memory limit in MiB (the Deployment passes limits.memory); None = the
     # cgroup's memory.max, or no limit known.
     memory_limit_mib: Annotated[int | None, Field(ge=64)] = None
+    # Refuse new predict requests (503 overloaded) while the event loop runs this late: the
+    # wait a request meets before it is even read. 0 = never refuse on lag.
+    max_loop_lag_ms: Annotated[float, Field(ge=0, le=60000)] = 250.0
     # Deadline of one predict request, from admission to the response (body upload included):
     # past it the client gets 503 deadline_exceeded and the request's queued work is dropped.
     request_timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0

@@ -3,9 +3,15 @@
     gitops promotion-check --env prod --from staging   (make promotion-check)
 
 It reads the image the checked-out tree pins for `--env` (the PR's head: exactly what merging
-would deploy), then asks Argo CD about the `--from` environment's Application
-(`GET /api/v1/applications/<name>`) and turns green only when that Application is `Synced` and
-`Healthy` and runs that image and digest (`status.summary.images`). The verdict names the digest
+would deploy), then asks Argo CD about the `--from` environment's Application and turns green
+only when that Application is `Synced`, `Healthy` and not mid-sync
+(`GET /api/v1/applications/<name>`) and each Deployment it manages runs that image pinned by that
+digest, rolled out: the live Deployment, read by Argo CD from the cluster at the time of the
+check (`GET /api/v1/applications/<name>/resource?kind=Deployment...`), has the digest in its pod
+template and every replica updated and available, so every pod that serves runs the digest (a
+reference with a digest is pulled by that digest). The Application's `status.summary.images`
+and the Pod nodes of its resource tree are not used: both come from the controller's cache, and
+the kwok sandbox leaves them empty. The verdict names the digest
 (stdout, and the job summary in GitHub Actions), so the check a reviewer sees belongs to one
 build: a re-push of the branch runs it again, and dismisses the approvals (docs/delivery.md,
 "An approval covers what merges").
@@ -40,8 +46,57 @@ from gitops.core.overlay import Overlay
 TIMEOUT_S = 20.0
 
 
-def problems(application: Mapping[str, Any], image: str, digest: str) -> list[str]:
-    """Why `application` (Argo CD's JSON) is not a healthy, synced run of image@digest."""
+def _split(reference: str) -> tuple[str, str]:
+    """name[:tag]@digest -> (name, digest); the digest is "" when the reference has none."""
+    named, _, digest = reference.partition("@")
+    last = named.rsplit("/", 1)[-1]
+    name = named.rsplit(":", 1)[0] if ":" in last else named
+    return name, digest
+
+
+def deployments(application: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(namespace, name) of every Deployment the Application manages (`status.resources`)."""
+    found = []
+    for resource in (application.get("status") or {}).get("resources") or []:
+        if resource.get("group") == "apps" and resource.get("kind") == "Deployment":
+            found.append((str(resource.get("namespace", "")), str(resource.get("name", ""))))
+    return sorted(found)
+
+
+def rollout_problems(deployment: Mapping[str, Any], image: str, digest: str) -> list[str]:
+    """Why the live `deployment` does not serve image@digest from every replica."""
+    meta = deployment.get("metadata") or {}
+    name = f"Deployment {meta.get('namespace', '?')}/{meta.get('name', '?')}"
+    spec = deployment.get("spec") or {}
+    template = (spec.get("template") or {}).get("spec") or {}
+    containers = [*(template.get("initContainers") or []), *(template.get("containers") or [])]
+    references = [str(c.get("image", "")) for c in containers]
+    ours = [r for r in references if _split(r)[0] == image]
+    if not ours or any(_split(r)[1] != digest for r in ours):
+        return [
+            f"{name} does not run {image}@{digest} (it runs {', '.join(references) or 'nothing'})"
+        ]
+    status = deployment.get("status") or {}
+    want = spec.get("replicas", 1)
+    found = []
+    if status.get("observedGeneration", 0) < meta.get("generation", 0):
+        found.append(f"{name}: the controller has not seen its latest change yet")
+    for field in ("updatedReplicas", "availableReplicas", "replicas"):
+        if status.get(field, 0) != want:
+            found.append(
+                f"{name}: {status.get(field, 0)} {field} of {want}: the rollout is not done"
+            )
+    return found
+
+
+def problems(
+    application: Mapping[str, Any],
+    live: Mapping[tuple[str, str], Mapping[str, Any]],
+    image: str,
+    digest: str,
+) -> list[str]:
+    """Why `application` (Argo CD's JSON) and its `live` Deployments (by namespace and name)
+    are not a healthy, synced, rolled-out run of image@digest."""
     name = application.get("metadata", {}).get("name", "?")
     status = application.get("status") or {}
     found: list[str] = []
@@ -51,38 +106,65 @@ def problems(application: Mapping[str, Any], image: str, digest: str) -> list[st
     health = (status.get("health") or {}).get("status", "Unknown")
     if health != "Healthy":
         found.append(f"{name} is {health}, not Healthy")
-    images = list((status.get("summary") or {}).get("images") or [])
-    if not any(running.startswith(image) and running.endswith(f"@{digest}") for running in images):
-        found.append(
-            f"{name} does not run {image}@{digest} (it runs {', '.join(images) or 'nothing'})"
-        )
     operation = (status.get("operationState") or {}).get("phase")
     if operation == "Running":
         found.append(f"{name} is still syncing")
+    if not live:
+        found.append(f"{name} does not run {image}@{digest} (it manages no Deployment)")
+    for deployment in live.values():
+        found += rollout_problems(deployment, image, digest)
     return found
 
 
-def fetch_application(server: str, token: str, name: str) -> dict[str, Any]:
+def fetch_json(server: str, token: str, path: str, what: str) -> dict[str, Any]:
+    """GET `path` from Argo CD's API; `what` names the object in errors."""
     parsed = urllib.parse.urlparse(server)
     if parsed.scheme not in {"https", "http"} or not parsed.netloc:
         raise UsageError(
             f"ARGOCD_SERVER {server!r} is not an http(s) URL", "e.g. https://argocd.example.com"
         )
-    url = f"{server.rstrip('/')}/api/v1/applications/{urllib.parse.quote(name)}"
+    url = f"{server.rstrip('/')}{path}"
     request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:  # noqa: S310
             answer = json.loads(response.read())
     except urllib.error.HTTPError as exc:
         raise UsageError(
-            f"Argo CD answered HTTP {exc.code} for application {name}",
-            "check ARGOCD_AUTH_TOKEN (an account allowed to `get` it) and the name",
+            f"Argo CD answered HTTP {exc.code} for {what}",
+            "check ARGOCD_AUTH_TOKEN (an account allowed to `get` the application) and the name",
         ) from exc
     except (urllib.error.URLError, TimeoutError, OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"cannot read application {name} from {server} ({exc})") from exc
+        raise UsageError(f"cannot read {what} from {server} ({exc})") from exc
     if not isinstance(answer, dict):
-        raise UsageError(f"Argo CD sent no application object for {name}")
+        raise UsageError(f"Argo CD sent no JSON object for {what}")
     return answer
+
+
+def fetch_application(server: str, token: str, name: str) -> dict[str, Any]:
+    """The Application object (sync, health, operation state)."""
+    path = f"/api/v1/applications/{urllib.parse.quote(name)}"
+    return fetch_json(server, token, path, f"application {name}")
+
+
+def fetch_deployment(
+    server: str, token: str, application: str, namespace: str, name: str
+) -> dict[str, Any]:
+    """The live Deployment, as Argo CD reads it from the cluster now (the same `get`
+    permission as the application)."""
+    query = urllib.parse.urlencode(
+        {"namespace": namespace, "resourceName": name, "group": "apps", "version": "v1",
+         "kind": "Deployment"}
+    )  # fmt: skip
+    path = f"/api/v1/applications/{urllib.parse.quote(application)}/resource?{query}"
+    what = f"Deployment {namespace}/{name} of application {application}"
+    answer = fetch_json(server, token, path, what)
+    try:
+        manifest = json.loads(answer["manifest"])
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"Argo CD sent no manifest for {what}") from exc
+    if not isinstance(manifest, dict):
+        raise UsageError(f"Argo CD sent no manifest for {what}")
+    return manifest
 
 
 def digest_at(git: Git, revision: str, env: str, name: str) -> str | None:
@@ -128,7 +210,12 @@ def promotion_check(
             "ARGOCD_SERVER and ARGOCD_AUTH_TOKEN must be set",
             "repository variable ARGOCD_SERVER, secret ARGOCD_AUTH_TOKEN (docs/delivery.md)",
         )
-    found = problems(fetch_application(server, token, application), entry.new_name, entry.digest)
+    app = fetch_application(server, token, application)
+    live = {
+        (namespace, name): fetch_deployment(server, token, application, namespace, name)
+        for namespace, name in deployments(app)
+    }
+    found = problems(app, live, entry.new_name, entry.digest)
     verdict = (
         f"{args.env} would run {entry.reference}; {args.source} ({application}) runs "
         f"{entry.digest}, Synced and Healthy"
