@@ -156,6 +156,8 @@ class Load:
             with self.lock:
                 bucket = self.answers.setdefault(second, {})
                 bucket[outcome] = bucket.get(outcome, 0) + 1
+        if conn is not None:
+            conn.close()
 
     def finish(self) -> None:
         self.stop.set()
