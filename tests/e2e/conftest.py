@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 ENV_FILE = Path(os.environ.get("SANDBOX_STATE", ROOT / ".tools" / "sandbox" / "state")) / "env.json"
 TIMINGS_FILE = ROOT / "build" / "sandbox-e2e.json"
+SANDBOX_PY = [sys.executable, str(ROOT / "sandbox" / "sandbox.py")]
+# The serving image `make e2e-live` pushed (the tiny test model), which `up --live` deploys.
+IMAGE_JSON = Path(os.environ.get("ELPV_IMAGE_JSON", ROOT / "build" / "test-image.json"))
 
 STAGING = "elpv-classifier-staging"
 PROD = "elpv-classifier-prod"
@@ -143,6 +148,27 @@ class Sandbox:
         elapsed = time.monotonic() - start
         self.timings[label] = round(elapsed, 1)
         return elapsed
+
+
+@contextmanager
+def live_sandbox() -> Iterator[Sandbox]:
+    """`sandbox.py up --live` with the pushed test image; `down` afterwards, whatever happens.
+
+    Each live test module starts and stops its own (the live tests run one module at a time)."""
+    if ENV_FILE.exists():
+        pytest.fail(f"a sandbox is already up ({ENV_FILE}): `make sandbox-down` first")
+    proc = subprocess.run(
+        [*SANDBOX_PY, "up", "--live", "--image-json", str(IMAGE_JSON)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"sandbox up --live failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    try:
+        yield Sandbox(env=json.loads(ENV_FILE.read_text()))
+    finally:
+        subprocess.run([*SANDBOX_PY, "down"], check=False)
 
 
 @pytest.fixture(scope="session")

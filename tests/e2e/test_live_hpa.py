@@ -18,7 +18,6 @@ import http.client
 import io
 import json
 import os
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -29,8 +28,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import DEPLOYMENT, ENV_FILE, NAMESPACE, ROOT, STAGING, Sandbox, sh
-from .test_live_node import IMAGE_JSON, SANDBOX_PY, ready_pods, wait_until
+from .conftest import DEPLOYMENT, NAMESPACE, ROOT, STAGING, Sandbox, live_sandbox, sh
+from .test_live_node import ready_pods, wait_until
 from .test_live_traffic import Target, target_of
 
 pytestmark = pytest.mark.live
@@ -48,20 +47,8 @@ SAMPLE_EVERY_S = 3.0
 
 @pytest.fixture(scope="module")
 def live() -> Iterator[Sandbox]:
-    if ENV_FILE.exists():
-        pytest.fail(f"a sandbox is already up ({ENV_FILE}): `make sandbox-down` first")
-    proc = subprocess.run(
-        [*SANDBOX_PY, "up", "--live", "--image-json", str(IMAGE_JSON)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"sandbox up --live failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    try:
-        yield Sandbox(env=json.loads(ENV_FILE.read_text()))
-    finally:
-        subprocess.run([*SANDBOX_PY, "down"], check=False)
+    with live_sandbox() as box:
+        yield box
 
 
 def diagnostics(live: Sandbox) -> str:

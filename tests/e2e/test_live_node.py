@@ -23,12 +23,21 @@ from typing import Any
 
 import pytest
 
-from .conftest import DEPLOYMENT, ENV_FILE, NAMESPACE, PROD, ROOT, STAGING, Sandbox, sh
+from .conftest import (
+    DEPLOYMENT,
+    ENV_FILE,
+    NAMESPACE,
+    PROD,
+    ROOT,
+    SANDBOX_PY,
+    STAGING,
+    Sandbox,
+    live_sandbox,
+    sh,
+)
 
 pytestmark = pytest.mark.live
 
-SANDBOX_PY = [sys.executable, str(ROOT / "sandbox" / "sandbox.py")]
-IMAGE_JSON = Path(os.environ.get("ELPV_IMAGE_JSON", ROOT / "build" / "test-image.json"))
 # A cold pull of the serving image plus the model load, on 2 shared cores.
 ROLLOUT_TIMEOUT_S = float(os.environ.get("E2E_LIVE_TIMEOUT", "300"))
 TIMINGS_FILE = ROOT / "build" / "sandbox-live.json"
@@ -60,26 +69,14 @@ def host_before(module: ModuleType) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def live(host_before: dict[str, Any]) -> Iterator[Sandbox]:
-    proc = subprocess.run(
-        [*SANDBOX_PY, "up", "--live", "--image-json", str(IMAGE_JSON)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"sandbox up --live failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    box = Sandbox(env=json.loads(ENV_FILE.read_text()))
-    try:
-        yield box
-    finally:
-        subprocess.run([*SANDBOX_PY, "down"], check=False)
-        TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        TIMINGS_FILE.write_text(
-            json.dumps(
-                {"sandbox_up_seconds": box.env.get("started_seconds"), "scenarios": box.timings},
-                indent=2,
-            )
-        )
+    with live_sandbox() as box:
+        try:
+            yield box
+        finally:
+            TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
+            up_s = box.env.get("started_seconds")
+            timings = {"sandbox_up_seconds": up_s, "scenarios": box.timings}
+            TIMINGS_FILE.write_text(json.dumps(timings, indent=2))
 
 
 def wait_until(what: str, check: Any, timeout: float = ROLLOUT_TIMEOUT_S) -> Any:

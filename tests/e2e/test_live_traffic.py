@@ -24,8 +24,6 @@ import json
 import os
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -38,20 +36,19 @@ import pytest
 
 from .conftest import (
     DEPLOYMENT,
-    ENV_FILE,
     GIT_IDENTITY,
+    IMAGE_JSON,
     NAMESPACE,
     ROOT,
     STAGING,
     Checkout,
     Sandbox,
+    live_sandbox,
     sh,
 )
 
 pytestmark = pytest.mark.live
 
-SANDBOX_PY = [sys.executable, str(ROOT / "sandbox" / "sandbox.py")]
-IMAGE_JSON = Path(os.environ.get("ELPV_IMAGE_JSON", ROOT / "build" / "test-image.json"))
 IMAGE_B_JSON = Path(os.environ.get("ELPV_IMAGE_B_JSON", ROOT / "build" / "test-image-b.json"))
 MODEL_B_CARD = Path(
     os.environ.get("ELPV_MODEL_B_CARD", ROOT / "build" / "test-model-b" / "model_card.json")
@@ -184,25 +181,12 @@ def results() -> Iterator[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def live(results: dict[str, Any]) -> Iterator[Sandbox]:
-    if ENV_FILE.exists():
-        pytest.fail(f"a sandbox is already up ({ENV_FILE}): `make sandbox-down` first")
     for path in (IMAGE_JSON, IMAGE_B_JSON, MODEL_B_CARD):
         if not path.exists():
             pytest.fail(f"{path} is missing: run `make e2e-live`, which pushes both test images")
-    proc = subprocess.run(
-        [*SANDBOX_PY, "up", "--live", "--image-json", str(IMAGE_JSON)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"sandbox up --live failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    box = Sandbox(env=json.loads(ENV_FILE.read_text()))
-    results["sandbox_up_seconds"] = box.env.get("started_seconds")
-    try:
+    with live_sandbox() as box:
+        results["sandbox_up_seconds"] = box.env.get("started_seconds")
         yield box
-    finally:
-        subprocess.run([*SANDBOX_PY, "down"], check=False)
 
 
 def target_of(box: Sandbox, app: str) -> Target:

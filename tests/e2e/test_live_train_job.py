@@ -17,7 +17,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,13 +28,11 @@ import pytest
 import yaml
 from PIL import Image
 
-from .conftest import ENV_FILE, ROOT, Sandbox
+from .conftest import ENV_FILE, ROOT, SANDBOX_PY, Sandbox, live_sandbox
 from .test_live_node import load_sandbox_module, processes
 
 pytestmark = pytest.mark.live
 
-SANDBOX_PY = [sys.executable, str(ROOT / "sandbox" / "sandbox.py")]
-IMAGE_JSON = Path(os.environ.get("ELPV_IMAGE_JSON", ROOT / "build" / "test-image.json"))
 TRAIN_IMAGE_JSON = Path(
     os.environ.get("ELPV_TRAIN_IMAGE_JSON", ROOT / "build" / "train-image.json")
 )
@@ -66,21 +63,12 @@ def host_before(module: ModuleType) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def live(host_before: dict[str, Any]) -> Iterator[Sandbox]:
-    proc = subprocess.run(
-        [*SANDBOX_PY, "up", "--live", "--image-json", str(IMAGE_JSON)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"sandbox up --live failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    box = Sandbox(env=json.loads(ENV_FILE.read_text()))
-    try:
-        yield box
-    finally:
-        subprocess.run([*SANDBOX_PY, "down"], check=False)
-        TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        TIMINGS_FILE.write_text(json.dumps(box.timings, indent=2))
+    with live_sandbox() as box:
+        try:
+            yield box
+        finally:
+            TIMINGS_FILE.parent.mkdir(parents=True, exist_ok=True)
+            TIMINGS_FILE.write_text(json.dumps(box.timings, indent=2))
 
 
 def volume(box: Sandbox) -> Path:
