@@ -29,7 +29,7 @@ cp dvc.yaml dvc.lock params.yaml data.dvc .dvcignore "$context/workspace/"
 cp .dvc/config "$context/workspace/.dvc/config"
 cp -R src/classifier "$context/workspace/src/classifier"
 find "$context/workspace" -name __pycache__ -prune -exec rm -rf {} +
-cp docker/train-job.sh "$context/train-job.sh"
+cp docker/train-entrypoint.sh "$context/train-entrypoint.sh"
 if [[ "$image" == --context-only ]]; then
   echo ">> train image: context staged in $context" >&2
   exit 0

@@ -7,7 +7,7 @@
 #   requirements.txt + wheels/   docker/train-wheelhouse.sh (uv.lock -> hashed wheels, host side)
 #   workspace/                   the commit's pipeline: dvc.yaml, dvc.lock, params.yaml, data.dvc,
 #                                .dvc/config, src/classifier (what `dvc repro train` needs)
-#   train-job.sh                 the entrypoint (docker/train-job.sh)
+#   train-entrypoint.sh          the entrypoint (docker/train-entrypoint.sh)
 # The wheels are bind-mounted into the one RUN that installs them (BuildKit), so ~1 GB of
 # wheels never becomes a layer, and the dependency layer is rebuilt only when the lock changes.
 # checkov:skip=CKV_DOCKER_7: the base is a build argument, as in the root Dockerfile (there: why).
@@ -36,8 +36,8 @@ RUN --mount=type=bind,source=wheels,target=/wheels \
 
 # The pipeline at this commit (copied to the volume by the entrypoint: DVC writes beside it).
 COPY workspace/ /opt/workspace/
-COPY train-job.sh /opt/train/train-job.sh
-RUN chmod -R a=rX,u+w /opt/workspace /opt/train && chmod a+x /opt/train/train-job.sh
+COPY train-entrypoint.sh /opt/train/train-entrypoint.sh
+RUN chmod -R a=rX,u+w /opt/workspace /opt/train && chmod a+x /opt/train/train-entrypoint.sh
 
 ENV PATH=/opt/venv/bin:/usr/local/bin:/usr/bin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -57,4 +57,4 @@ LABEL org.opencontainers.image.title="elpv-train" \
 USER 10001:10001
 # A batch job: nothing listens, so there is nothing for a health check to ask.
 HEALTHCHECK NONE
-ENTRYPOINT ["/opt/train/train-job.sh"]
+ENTRYPOINT ["/opt/train/train-entrypoint.sh"]

@@ -6,7 +6,7 @@
 #   make e2e-live                   includes tests/e2e/test_live_train_job.py (a tiny run)
 TRAIN_IMAGE_NAME ?= elpv-train
 # Tag = git SHA, "-dirty" when what goes into the image differs from that commit.
-TRAIN_DIRTY      := $(shell git status --porcelain --untracked-files=no -- src/classifier uv.lock pyproject.toml dvc.yaml dvc.lock params.yaml data.dvc docker/train.Dockerfile docker/train-job.sh 2>/dev/null | grep -q . && echo -dirty)
+TRAIN_DIRTY      := $(shell git status --porcelain --untracked-files=no -- src/classifier uv.lock pyproject.toml dvc.yaml dvc.lock params.yaml data.dvc docker/train.Dockerfile docker/train-entrypoint.sh 2>/dev/null | grep -q . && echo -dirty)
 TRAIN_IMAGE_TAG  ?= $(IMAGE_GIT_SHA)$(TRAIN_DIRTY)
 TRAIN_IMAGE_JSON ?= build/train-image.json
 TRAIN_BUILD      := build/train-image
