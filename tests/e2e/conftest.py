@@ -33,6 +33,8 @@ PROD = "elpv-classifier-prod"
 ROOT_APP = "elpv-gitops-root"
 NAMESPACE = {STAGING: "elpv-staging", PROD: "elpv-prod"}
 DEPLOYMENT = "elpv-classifier"
+# Budget for one wait in live mode (a rollout, a cold image pull, a scale-up).
+LIVE_TIMEOUT_S = float(os.environ.get("E2E_LIVE_TIMEOUT", "300"))
 # Budget for one change to go from `git push` to Synced + Healthy (the target is <= 30 s).
 SYNC_TIMEOUT_S = float(os.environ.get("E2E_SYNC_TIMEOUT", "120"))
 
@@ -148,6 +150,18 @@ class Sandbox:
         elapsed = time.monotonic() - start
         self.timings[label] = round(elapsed, 1)
         return elapsed
+
+
+def wait_until(what: str, check: Any, timeout: float = LIVE_TIMEOUT_S, poll: float = 1.0) -> Any:
+    """Call `check` every `poll` seconds until it returns something true; that value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(poll)
+    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
 
 
 @contextmanager

@@ -28,8 +28,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from .conftest import DEPLOYMENT, NAMESPACE, ROOT, STAGING, Sandbox, live_sandbox, sh
-from .test_live_node import ready_pods, wait_until
+from .conftest import DEPLOYMENT, NAMESPACE, ROOT, STAGING, Sandbox, live_sandbox, sh, wait_until
+from .test_live_node import ready_pods
 from .test_live_traffic import Target, target_of
 
 pytestmark = pytest.mark.live

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -26,6 +24,7 @@ import pytest
 from .conftest import (
     DEPLOYMENT,
     ENV_FILE,
+    LIVE_TIMEOUT_S,
     NAMESPACE,
     PROD,
     ROOT,
@@ -34,12 +33,13 @@ from .conftest import (
     Sandbox,
     live_sandbox,
     sh,
+    wait_until,
 )
 
 pytestmark = pytest.mark.live
 
 # A cold pull of the serving image plus the model load, on 2 shared cores.
-ROLLOUT_TIMEOUT_S = float(os.environ.get("E2E_LIVE_TIMEOUT", "300"))
+ROLLOUT_TIMEOUT_S = LIVE_TIMEOUT_S
 TIMINGS_FILE = ROOT / "build" / "sandbox-live.json"
 
 
@@ -77,17 +77,6 @@ def live(host_before: dict[str, Any]) -> Iterator[Sandbox]:
             up_s = box.env.get("started_seconds")
             timings = {"sandbox_up_seconds": up_s, "scenarios": box.timings}
             TIMINGS_FILE.write_text(json.dumps(timings, indent=2))
-
-
-def wait_until(what: str, check: Any, timeout: float = ROLLOUT_TIMEOUT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(1)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
 
 
 def pods(box: Sandbox, namespace: str) -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ from .conftest import (
     DEPLOYMENT,
     GIT_IDENTITY,
     IMAGE_JSON,
+    LIVE_TIMEOUT_S,
     NAMESPACE,
     ROOT,
     STAGING,
@@ -45,6 +46,7 @@ from .conftest import (
     Sandbox,
     live_sandbox,
     sh,
+    wait_until,
 )
 
 pytestmark = pytest.mark.live
@@ -53,7 +55,7 @@ IMAGE_B_JSON = Path(os.environ.get("ELPV_IMAGE_B_JSON", ROOT / "build" / "test-i
 MODEL_B_CARD = Path(
     os.environ.get("ELPV_MODEL_B_CARD", ROOT / "build" / "test-model-b" / "model_card.json")
 )
-TIMEOUT_S = float(os.environ.get("E2E_LIVE_TIMEOUT", "300"))
+TIMEOUT_S = LIVE_TIMEOUT_S
 RATE = float(os.environ.get("E2E_LOAD_RATE", "50"))  # requests per second, through the Ingress
 RESULTS_FILE = ROOT / "build" / "sandbox-traffic.json"
 GITOPS = [str(ROOT / ".venv" / "bin" / "gitops")]
@@ -199,17 +201,6 @@ def target_of(box: Sandbox, app: str) -> Target:
     return Target(port=port, host=host, cafile=cafile)
 
 
-def wait_until(what: str, check: Any, timeout: float = TIMEOUT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
-
-
 def staging_pod_images(box: Sandbox) -> list[str]:
     """The image of every staging pod that exists (terminating ones included)."""
     out = box.kubectl(
@@ -235,7 +226,9 @@ def staging(live: Sandbox) -> Target:
     head = sh(["git", "--git-dir", live.env["origin_path"], "rev-parse", "main"]).stdout.strip()
     live.wait_deployed(STAGING, head, "live staging (seed)", timeout=TIMEOUT_S)
     target = target_of(live, STAGING)
-    wait_until("GET /v1/model through the Ingress", lambda: target.get("/v1/model")[0] == 200)
+    wait_until(
+        "GET /v1/model through the Ingress", lambda: target.get("/v1/model")[0] == 200, poll=0.5
+    )
     return target
 
 
@@ -289,7 +282,11 @@ def rollout_under_load(
         pushed_at = time.monotonic()
         commit = push()
         live.wait_deployed(STAGING, commit, label, timeout=TIMEOUT_S)
-        wait_until(f"{label}: only {new_image} pods left", lambda: only_image_left(live, new_image))
+        wait_until(
+            f"{label}: only {new_image} pods left",
+            lambda: only_image_left(live, new_image),
+            poll=0.5,
+        )
         only_new_at = time.monotonic()
         time.sleep(3)  # and a few after the last old pod is gone
     new_version = max(load.first_seen, key=lambda v: load.first_seen[v])
