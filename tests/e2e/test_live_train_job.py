@@ -23,10 +23,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
+from tests.pipeline.test_pipeline_e2e import generate_dataset  # the same tiny ELPV-like cells
 
 from .conftest import ENV_FILE, ROOT, SANDBOX_PY, Sandbox, live_sandbox
 from .test_live_node import load_sandbox_module, processes
@@ -73,29 +72,6 @@ def live(host_before: dict[str, Any]) -> Iterator[Sandbox]:
 
 def volume(box: Sandbox) -> Path:
     return Path(box.env["state_dir"]) / "node" / "train-volume"
-
-
-def generate_dataset(root: Path, per_group: int = 12, size: int = 40) -> None:
-    """48 cells in the ELPV layout: two made-up types, busbars, a dark crack on defective ones."""
-    rng = np.random.default_rng(0)
-    (root / "images").mkdir(parents=True)
-    rows = []
-    for cell_type in ("alpha", "beta"):
-        for defective in (0, 1):
-            for i in range(per_group):
-                img = rng.normal(0.7 if cell_type == "alpha" else 0.55, 0.05, (size, size))
-                img[:, size // 3] = img[:, 2 * size // 3] = 0.2
-                if defective:
-                    row = int(rng.integers(5, size - 5))
-                    img[row - 1 : row + 2, :] = 0.05
-                name = f"images/{cell_type}_{defective}_{i:03d}.png"
-                pixels = (np.clip(img, 0, 1) * 255).astype(np.uint8)
-                Image.fromarray(pixels, mode="L").save(root / name)
-                rows.append((name, "1.0" if defective else "0.0", cell_type))
-    with (root / "labels.csv").open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(("path", "probability", "type"))
-        writer.writerows(rows)
 
 
 def train_job(box: Sandbox) -> tuple[subprocess.CompletedProcess[str], float]:
