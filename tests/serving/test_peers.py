@@ -72,11 +72,17 @@ def test_stop_tree_ends_the_children_a_server_leaves_behind(tmp_path: Path) -> N
 
 
 def test_tree_cpu_counts_the_children(tmp_path: Path) -> None:
-    burn = "import time\nend = time.process_time() + 0.4\nwhile time.process_time() < end: pass"
+    # The child burns only after `go` exists, so `before` is read before any of its burning
+    # (reading it after a fixed sleep raced the child on an idle machine).
+    go = tmp_path / "go"
+    burn = (
+        f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.01)\n"
+        "end = time.process_time() + 0.4\nwhile time.process_time() < end: pass"
+    )
     server, child = spawn_tree(burn + "\ntime.sleep(60)", tmp_path)
     try:
-        time.sleep(0.2)
         before = tree_cpu_seconds(server.process.pid)
+        go.touch()
         deadline = time.monotonic() + 20
         while tree_cpu_seconds(server.process.pid) - before < 0.2:
             assert time.monotonic() < deadline, "the child's CPU never showed in the tree's"
