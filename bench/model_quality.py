@@ -24,7 +24,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from bench.report import machine_line, section_name, write_section
 from bench.trials import apply_override, split_and_train
-from classifier.pipeline.common import input_channels, load_params, section
+from classifier.pipeline.common import input_channels, load_params
 from classifier.pipeline.recipe import Recipe
 
 # Deitsch et al., "Automatic classification of defective photovoltaic module cells in
@@ -53,7 +53,7 @@ def flops_per_image(model: Any) -> int:
 
 
 def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]:
-    from classifier.pipeline.evaluate import evaluate_predictions
+    from classifier.pipeline.evaluate import evaluate_predictions, operating_threshold
     from classifier.pipeline.export import export_tflite
     from classifier.pipeline.prepare import load_split
 
@@ -62,8 +62,8 @@ def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]
     model = trained.model
     test = load_split(out, "test")
     p = model.predict(test["x"], batch_size=64, verbose=0).ravel()
-    threshold = float(section(params, "base")["threshold"])
-    metrics = evaluate_predictions(test["y"], p, test["type"], threshold)
+    # The model's decision is the operating point, as in the pipeline's evaluate stage.
+    metrics = evaluate_predictions(test["y"], p, test["type"], operating_threshold(params))
     tflite = export_tflite(model, out / "model.tflite")
     return {
         "seed": seed,

@@ -35,13 +35,15 @@ def run_trial(params: dict[str, Any], workdir: Path) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
     from bench.trials import split_and_train
+    from classifier.pipeline.evaluate import operating_threshold
     from classifier.pipeline.prepare import load_split
 
     base = section(params, "base")
     trained = split_and_train(params, int(base["seed"]), workdir)
     val = load_split(workdir, "val")
     p = trained.model.predict(val["x"], batch_size=64, verbose=0).ravel()
-    right = (p > float(base["threshold"])) == (val["y"] > 0.5)
+    # The model decides at the operating point; val["y"] holds the labels (0/1).
+    right = (p > operating_threshold(params)) == (val["y"] > 0.5)
     groups = {
         f"{t} p={q:.2f}": float(right[(val["type"] == t) & np.isclose(val["p"], q)].mean())
         for t in sorted(set(val["type"].tolist()))

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from classifier.serving.errors import Unauthorized
 from classifier.serving.settings import Settings
@@ -38,9 +37,6 @@ async def require_token(request: Request, service: Service) -> None:
         raise Unauthorized("missing bearer token: send 'Authorization: Bearer <token>'")
     if not token_matches(presented.strip().encode(), tokens):
         raise Unauthorized("invalid bearer token")
-
-
-Authorized = Annotated[None, Depends(require_token)]
 
 
 def log_mode(settings: Settings) -> None:
