@@ -136,10 +136,13 @@ bench-sandbox: e2e ## sandbox benchmark (scenario sync times, warm start, cold b
 # What a fresh machine pays for `.ci/run`: a clean clone of HEAD with empty per-user caches (uv,
 # pip, Go modules and build cache, the sandbox binaries) and a new debootstrap base image name.
 # Debian packages installed earlier stay installed (they cost ~1-2 min more on a new machine).
-bench-ci-cold: ## time .ci/run from a clean clone with empty caches (slow: ~20 min) -> stdout
+# `env -i`: this make exports its own GOPATH, GOCACHE, SANDBOX_BIN, ... (the warm caches), and
+# the clone's make keeps inherited values (`?=`); only HOME and the login PATH pass through.
+bench-ci-cold: ## time .ci/run from a clean clone with empty caches (slow: about an hour) -> stdout
 	@work=$$(mktemp -d); trap 'rm -rf "$$work"' EXIT; \
 	  git clone -q "$(ROOT)" "$$work/clone" && mkdir -p "$$work/cache" && cd "$$work/clone" && \
-	  CI=true XDG_CACHE_HOME="$$work/cache" BASE_IMAGE_NAME=elpv-base-cold-$$$$ \
+	  env -i HOME="$$HOME" PATH="$${PATH#$(TOOLS_BIN):}" LANG=C.UTF-8 \
+	    CI=true XDG_CACHE_HOME="$$work/cache" BASE_IMAGE_NAME=elpv-base-cold-$$$$ \
 	    /usr/bin/time -f '>> bench-ci-cold: .ci/run took %e s wall, %U s user, %S s system' \
 	    bash .ci/run < /dev/null; \
 	  for f in "$$work"/cache/elpv-gitops/sandbox/build-logs/*.time; do \
