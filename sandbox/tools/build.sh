@@ -19,7 +19,9 @@ root="$(cd "$here/../.." && pwd)"
 : "${NICE:=nice -n 15}"
 export GOPATH GOMODCACHE GOCACHE
 # The committed go.sum is the source of truth: never let a build rewrite the wrapper modules.
-export GOFLAGS="-mod=readonly -trimpath"
+# No DWARF: the binaries are stripped (-s -w) anyway; not generating it saves compile CPU
+# (docs/sandbox.md, "Build cost of the live node's tools").
+export GOFLAGS="-mod=readonly -trimpath -gcflags=all=-dwarf=false"
 export CGO_ENABLED=0
 # Builds share 2 cores with everything else: one package at a time keeps peak memory bounded.
 : "${GO_BUILD_P:=2}"
@@ -105,6 +107,10 @@ esac
 out="$SANDBOX_BIN/$bin-$version"
 logs="$SANDBOX_BIN/../build-logs"
 mkdir -p "$SANDBOX_BIN" "$logs"
+# One build per binary at a time: a second caller (CI's early background build, .ci/run, and
+# `make test` reaching the same binary) waits for the first and then finds it cached.
+exec 9>"$SANDBOX_BIN/.$bin-$version.lock"
+flock 9
 if [[ -x "$out" ]]; then
 	echo ">> $bin $version: cached at $out"
 else
