@@ -219,13 +219,6 @@ def test_overload_is_refused_cleanly_nothing_lost_memory_bounded(overload: Overl
     assert overload.peak_rss < POD_MEMORY_MIB * MiB
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the median accepted request now keeps the latency at the limit (cheap refusal, "
-    "shedding on event-loop lag), but 1-15 % of accepted requests still take seconds, up to "
-    "the 8 s of the attack, before the server reads them; where they wait is open "
-    "(docs/serving.md, 'Backpressure', 'Open: the tail')",
-)
 def test_accepted_requests_keep_a_bounded_p99_at_4x_peak(overload: OverloadRun) -> None:
     """At 4x the peak the requests the server accepts are answered about as fast as at the
     limit without overload: a few times the closed loop's p99 (the latency of a full server),
