@@ -49,14 +49,6 @@ sandbox-deps:
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null || \
 	  { apt-get update >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends redis-server >/dev/null; }; }
 
-# Every pure-Go binary of both modes (no Debian build dependency, unlike runc and pause), in the
-# order the tests need them: what .ci/run compiles in the background while the checks run.
-SANDBOX_GO_BINS := $(SANDBOX_K8S_BINS) etcd kwok kwokctl argocd kubelet kube-proxy \
-	containerd containerd-shim-runc-v2 ctr traefik metrics-server helm
-sandbox-prefetch: ## build the sandbox's pure-Go binaries now (cached; what .ci/run starts early)
-	@for b in $(SANDBOX_GO_BINS); do sandbox/tools/build.sh $$b; done
-.PHONY: sandbox-prefetch
-
 sandbox-live-tools: sandbox-live-deps sandbox-tools $(SANDBOX_NODE_TOOL_FILES) ## + containerd, runc, kubelet, kube-proxy, traefik, metrics-server, helm (cached)
 	@for b in kubelet kube-proxy containerd containerd-shim-runc-v2 ctr runc pause traefik metrics-server helm; do sandbox/tools/build.sh $$b >/dev/null; done
 
