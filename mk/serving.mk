@@ -47,7 +47,7 @@ test-serving: setup ## the service's tests only
 test-overload: setup $(VEGETA) ## overload (vegeta, 4x peak) and worst-case memory tests, with figures
 	VEGETA=$(VEGETA) $(BIN)/pytest tests/serving/test_overload.py -m slow -s -q
 # In `make test`: the backpressure promises (bounded p99 at 4x the peak, clean refusals, memory
-# under the pod's limit) hold only on a real server under real load (about 65 s).
+# under the pod's limit) hold only on a real server under real load (docs/serving.md).
 TEST_TARGETS += test-overload
 
 # Peer model servers (KServe, LitServe, BentoML, MLServer) serving the same model: each in its own
