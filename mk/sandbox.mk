@@ -35,6 +35,15 @@ SANDBOX_NODE_TOOL_FILES := \
 	$(SANDBOX_BIN)/traefik-$(TRAEFIK_VERSION) \
 	$(SANDBOX_BIN)/metrics-server-$(METRICS_SERVER_VERSION) $(SANDBOX_BIN)/helm-$(HELM_VERSION)
 
+# Admission (docs/environments.md, "Signed images only"): Kyverno's admission controller and cosign,
+# from one wrapper module (sandbox/tools/kyverno/); `make e2e` runs the signature test with them.
+SANDBOX_ADMISSION_TOOL_FILES := \
+	$(SANDBOX_BIN)/kyverno-$(KYVERNO_VERSION) $(SANDBOX_BIN)/cosign-$(COSIGN_VERSION)
+
+.PHONY: sandbox-admission-tools
+sandbox-admission-tools: $(SANDBOX_ADMISSION_TOOL_FILES) ## build Kyverno's admission controller and cosign (cached)
+	@for b in kyverno cosign; do sandbox/tools/build.sh $$b >/dev/null; done
+
 .PHONY: sandbox-tools sandbox-deps sandbox-up sandbox-down sandbox-status e2e \
         sandbox-live-tools sandbox-live-deps sandbox-live-up e2e-live e2e-live-run e2e-run bench-hpa
 
@@ -72,12 +81,12 @@ sandbox-status: ## what the sandbox runs and where
 # The registry stays up for the whole suite (services.sh run stops what it started): `gitops
 # bump` and `promote` check each digest against it. The trap makes sure a failing scenario still
 # tears the sandbox down.
-e2e: setup tools sandbox-tools sandbox-deps ## end-to-end GitOps scenarios against the sandbox (up, test, down)
+e2e: setup tools sandbox-tools sandbox-admission-tools sandbox-deps ## end-to-end GitOps scenarios against the sandbox (up, test, down)
 	$(SERVICES) run -- $(MAKE) e2e-run
 
 e2e-run:
 	@trap '$(SANDBOX_PY) down' EXIT; \
-	  $(SANDBOX_PY) up && \
+	  $(SANDBOX_PY) up --admission && \
 	  $(BIN)/pytest -m e2e tests/e2e -p no:cacheprovider $(E2E_ARGS)
 
 # Live mode needs the registry for its whole life (containerd pulls the pause and serving images

@@ -84,6 +84,12 @@ class SandboxEnv:
     image: str = ""
     # live mode: the Ingress controller's HTTPS entry point (sandbox/ingress.py)
     ingress_url: str = ""
+    # `up --admission` (sandbox/admission.py): Kyverno runs; cosign, this run's signing key
+    # (empty password) and the sandbox variant of the image policy, rendered, not applied
+    cosign: str = ""
+    signing_key: str = ""
+    admission_policy: str = ""
+    kyverno_ready_seconds: float = 0.0
 
 
 def log(message: str) -> None:
@@ -101,6 +107,18 @@ def live_addons() -> ModuleType:
     )
     if spec is None or spec.loader is None:
         raise SandboxError("sandbox/addons.py is missing beside sandbox/sandbox.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def admission_module() -> ModuleType:
+    """sandbox/admission.py (Kyverno, the signing key, the sandbox policy), beside this file."""
+    spec = importlib.util.spec_from_file_location(
+        "sandbox_admission", Path(__file__).with_name("admission.py")
+    )
+    if spec is None or spec.loader is None:
+        raise SandboxError("sandbox/admission.py is missing beside sandbox/sandbox.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -1476,10 +1494,47 @@ def start_ingress(kubeconfig: Path, seed: Path) -> str:
         raise SandboxError(str(err)) from err
 
 
+def start_admission(kubeconfig: Path) -> Any:
+    """Kyverno against the API server, a key pair, the sandbox policy (sandbox/admission.py)."""
+    admission = admission_module()
+    log(f"admission: kyverno {read_versions()['KYVERNO_VERSION']} (webhooks on 127.0.0.1)")
+    try:
+        return admission.start(
+            kubeconfig=kubeconfig,
+            root=ROOT,
+            state=STATE,
+            kyverno=binary("kyverno"),
+            cosign=binary("cosign"),
+            kustomize=TOOLS / "bin" / "kustomize",
+            kubectl=binary("kubectl"),
+            start_process=start_process,
+        )
+    except admission.AdmissionError as err:
+        raise SandboxError(str(err)) from err
+
+
+def wait_admission(kubeconfig: Path, started: Any) -> float:
+    """Until Kyverno has registered its webhooks; the seconds since it was started."""
+    admission = admission_module()
+    pid = int((RUN / f"{admission.PROCESS}.pid").read_text())
+    try:
+        seconds: float = admission.wait_ready(
+            started,
+            kubeconfig=kubeconfig,
+            kubectl=binary("kubectl"),
+            log_file=LOGS / f"{admission.PROCESS}.log",
+            alive=lambda: pid_alive(pid),
+        )
+    except admission.AdmissionError as err:
+        raise SandboxError(str(err)) from err
+    log(f"admission: kyverno ready {seconds:.1f} s after its start")
+    return seconds
+
+
 # --- up / down -------------------------------------------------------------------------------
 
 
-def up(live: bool = False, image_json: Path | None = None) -> SandboxEnv:
+def up(live: bool = False, image_json: Path | None = None, admission: bool = False) -> SandboxEnv:
     if ENV_FILE.exists():
         raise SandboxError(f"a sandbox is already up ({ENV_FILE}): `make sandbox-down` first")
     started = time.monotonic()
@@ -1499,6 +1554,8 @@ def up(live: bool = False, image_json: Path | None = None) -> SandboxEnv:
             import train_volume  # sandbox/train_volume.py: the training Job's PersistentVolume
 
             train_volume.create(binary("kubectl"), kubeconfig, NODE_NAME, STATE)
+        # Kyverno starts now and gets ready while Argo CD starts (waited for below).
+        kyverno = start_admission(kubeconfig) if admission else None
         redis_port = start_redis()
         origin_url, origin_path = start_origin()
         seed = seed_origin(origin_url, image)
@@ -1525,9 +1582,18 @@ def up(live: bool = False, image_json: Path | None = None) -> SandboxEnv:
         create_api_token_secrets(kubeconfig)
         ingress_url = start_ingress(kubeconfig, seed) if live else ""
         bootstrap_applications(kubeconfig, seed)
+        extra: dict[str, Any] = {}
+        if kyverno is not None:
+            extra = {
+                "cosign": str(binary("cosign")),
+                "signing_key": str(kyverno.signing_key),
+                "admission_policy": str(kyverno.policy),
+                "kyverno_ready_seconds": round(wait_admission(kubeconfig, kyverno), 1),
+            }
         env = SandboxEnv(
             **{
                 **asdict(env),
+                **extra,
                 "started_seconds": round(time.monotonic() - started, 1),
                 "ingress_url": ingress_url,
             }
@@ -1548,7 +1614,8 @@ ARGOCD_PROCESSES = ("argocd-server", "argocd-application-controller", "argocd-re
 
 
 def down(keep_logs: bool = False) -> None:
-    for name in (*ARGOCD_PROCESSES, "git-daemon", "redis"):
+    # Kyverno before the control plane: it would otherwise retry the API server until killed.
+    for name in (*ARGOCD_PROCESSES, "kyverno", "git-daemon", "redis"):
         stop_process(name)
     remove_firewall_rules()
     live = HOST_BEFORE.exists()
@@ -1609,10 +1676,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="live mode: the pushed serving image both overlays are seeded with "
         "(docker/push.sh's JSON; default %(default)s)",
     )
+    parser.add_argument(
+        "--admission",
+        action="store_true",
+        help="also run Kyverno's admission controller and make a cosign key pair "
+        "(sandbox/admission.py; needs `make sandbox-admission-tools`)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "up":
-            up(live=args.live, image_json=args.image_json)
+            up(live=args.live, image_json=args.image_json, admission=args.admission)
         elif args.command == "down":
             down()
         else:

@@ -30,7 +30,7 @@ export CGO_ENABLED=0
 source "$here/versions.sh"
 
 usage() {
-	echo "usage: $0 <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy|etcd|kwok|kwokctl|argocd|containerd|containerd-shim-runc-v2|ctr|runc|pause|traefik|helm|metrics-server>" >&2
+	echo "usage: $0 <kube-apiserver|kube-controller-manager|kube-scheduler|kubectl|kubelet|kube-proxy|etcd|kwok|kwokctl|argocd|containerd|containerd-shim-runc-v2|ctr|runc|pause|traefik|helm|metrics-server|kyverno|cosign>" >&2
 	exit 2
 }
 [[ $# -eq 1 ]] || usage
@@ -94,6 +94,17 @@ metrics-server)
 	module=metrics-server version=$METRICS_SERVER_VERSION pkg=sigs.k8s.io/metrics-server/cmd/metrics-server
 	ldflags="-s -w -X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION"
 	ldflags+=" -X k8s.io/client-go/pkg/version.buildDate=1970-01-01T00:00:00Z"
+	;;
+kyverno)
+	# Kyverno's admission controller (not the `kyverno` CLI, which only evaluates files).
+	module=kyverno version=$KYVERNO_VERSION pkg=github.com/kyverno/kyverno/cmd/kyverno
+	ldflags="-s -w -X github.com/kyverno/kyverno/pkg/version.BuildVersion=$KYVERNO_VERSION"
+	;;
+cosign)
+	# From the same wrapper module as kyverno (one module graph, one build cache).
+	module=kyverno version=$COSIGN_VERSION pkg=github.com/sigstore/cosign/v3/cmd/cosign
+	ldflags="-s -w -X sigs.k8s.io/release-utils/version.gitVersion=$COSIGN_VERSION"
+	ldflags+=" -X sigs.k8s.io/release-utils/version.gitTreeState=clean"
 	;;
 argocd)
 	module=argocd version=$ARGOCD_VERSION pkg=github.com/argoproj/argo-cd/v3/cmd

@@ -17,3 +17,8 @@ TRAEFIK_VERSION=v3.6.12
 # (rendered by Argo CD's repo-server): helm is the version Argo CD 3.5.3 is tested with.
 METRICS_SERVER_VERSION=v0.8.0
 HELM_VERSION=v4.2.1
+# The admission demonstration (docs/environments.md, "Signed images only"): Kyverno's admission
+# controller, the version whose CRDs `make validate` checks the policy against, and cosign v3.1.2,
+# the version Kyverno v1.19.1's go.mod requires (one wrapper module builds both).
+KYVERNO_VERSION=v1.19.1
+COSIGN_VERSION=v3.1.2

@@ -3,14 +3,18 @@ by this repository's train-deploy workflow on main (docs/environments.md, "Signe
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import importlib.util
 import re
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
 import yaml
 
-from gitops.commands.validate import manifests
+from gitops.commands.validate import manifests, schemas
 
 from .conftest import ROOT
 
@@ -134,3 +138,61 @@ def test_no_application_can_change_the_policy(argocd_rendered: list[dict[str, An
             assert entry["group"] not in {"policies.kyverno.io", "kyverno.io", "*"}, (
                 f"AppProject/{project['metadata']['name']} admits {entry}"
             )
+
+
+# --- the sandbox's variant (sandbox/image-policy/, docs/sandbox.md "Admission") ---------------
+
+
+def admission_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "admission_under_test", ROOT / "sandbox" / "admission.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_sandbox_variant_changes_only_the_attestor(
+    policy: dict[str, Any], tools: manifests.Toolchain
+) -> None:
+    """Every matching rule, the validation and its message are the real policy's: the sandbox
+    demonstration proves what the real policy does, except who must have signed."""
+    admission = admission_module()
+    key = "-----BEGIN PUBLIC KEY-----\nsandbox\n-----END PUBLIC KEY-----\n"
+    variant = admission.render_policy(Path(tools.kustomize), ROOT, key)
+    assert variant["spec"]["attestors"][0]["cosign"] == {
+        "key": {"data": key},
+        "ctlog": {"insecureIgnoreTlog": True},
+    }
+    real, sandbox = copy.deepcopy(policy), copy.deepcopy(variant)
+    for p in (real, sandbox):
+        del p["spec"]["attestors"][0]["cosign"]
+    assert sandbox == real
+
+
+def test_sandbox_kyverno_listens_on_loopback_only() -> None:
+    admission = admission_module()
+    args = admission.kyverno_args(Path("/k"), 40123, 40124)
+    flags = dict(a.removeprefix("--").split("=", 1) for a in args if "=" in a)
+    # The webhook URLs the API server calls are the address Kyverno serves on.
+    assert flags["serverIP"] == "127.0.0.1:40123"
+    assert (flags["webhookServerHost"], flags["webhookServerPort"]) == ("127.0.0.1", "40123")
+    assert flags["metricsHost"] == "127.0.0.1"
+    assert flags["controllerRuntimeMetricsAddress"] == "0"  # off
+    assert "profile" not in flags  # the profiling server stays off (its default)
+
+
+def test_one_kyverno_version_everywhere() -> None:
+    """The admission controller the sandbox builds, its CRDs and the schema `make validate` uses
+    are one Kyverno release; cosign is the version that release requires."""
+    versions = dict(
+        line.split("=", 1)
+        for line in (ROOT / "sandbox" / "tools" / "versions.sh").read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
+    assert versions["KYVERNO_VERSION"] == schemas.KYVERNO_VERSION
+    go_mod = (ROOT / "sandbox" / "tools" / "kyverno" / "go.mod").read_text()
+    assert f"\t{schemas.KYVERNO_MODULE} {versions['KYVERNO_VERSION']}\n" in go_mod
+    assert f"\tgithub.com/sigstore/cosign/v3 {versions['COSIGN_VERSION']}\n" in go_mod
