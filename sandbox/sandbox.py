@@ -113,13 +113,16 @@ def live_addons() -> ModuleType:
 
 
 def admission_module() -> ModuleType:
-    """sandbox/admission.py (Kyverno, the signing key, the sandbox policy), beside this file."""
-    spec = importlib.util.spec_from_file_location(
-        "sandbox_admission", Path(__file__).with_name("admission.py")
-    )
+    """sandbox/admission.py (Kyverno, the signing key, the sandbox policy), beside this file;
+    loaded once (its AdmissionError and Admission must be the same classes for every caller)."""
+    name = "sandbox_admission"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("admission.py"))
     if spec is None or spec.loader is None:
         raise SandboxError("sandbox/admission.py is missing beside sandbox/sandbox.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is defined
     spec.loader.exec_module(module)
     return module
 
