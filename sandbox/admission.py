@@ -201,7 +201,7 @@ def start(
     """CRDs, namespace, key pair, rendered policy; then start Kyverno (wait_ready() waits)."""
     base = state / "admission"
     crds = kyverno_crds()
-    k = [kubectl, "--kubeconfig", kubeconfig]
+    k: list[str | Path] = [kubectl, "--kubeconfig", kubeconfig]
     # Server-side: the largest CRDs do not fit the client-side last-applied annotation.
     _run([*k, "apply", "--server-side", *(a for f in crds for a in ("-f", f))])
     _run(
