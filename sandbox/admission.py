@@ -45,6 +45,18 @@ TLS_SECRET = "kyverno-svc.kyverno.svc.kyverno-tls-pair"  # noqa: S105
 # policies.kyverno.io kind, and waits for those caches before serving. Reports (reports.kyverno.io,
 # wgpolicyk8s.io) are off (--admissionReports=false): no reports controller runs to read them.
 CRD_FOLDERS = ("config/crds/kyverno", "config/crds/policies.kyverno.io")
+# Kyverno exits at start unless these are set (cmd/internal/check.go); in a cluster the Helm
+# chart sets them from the pod. Values: the chart's names, and a fixed pod name (it leads alone).
+KYVERNO_ENV = {
+    "KYVERNO_NAMESPACE": NAMESPACE,
+    "KYVERNO_SERVICEACCOUNT_NAME": "kyverno-admission-controller",
+    "KYVERNO_ROLE_NAME": "kyverno:admission-controller",
+    "KYVERNO_DEPLOYMENT": "kyverno-admission-controller",
+    "KYVERNO_SVC": "kyverno-svc",
+    "KYVERNO_POD_NAME": "kyverno-sandbox",
+    "INIT_CONFIG": "kyverno",
+    "METRICS_CONFIG": "kyverno-metrics",
+}
 POLICY_OVERLAY = Path("sandbox") / "image-policy"
 KEY_PLACEHOLDER = "SANDBOX_PUBLIC_KEY"
 POLICY_NAME = "elpv-classifier-signed-on-main"
@@ -224,8 +236,7 @@ def start(
         ]
     )
     port = free_port()
-    env = dict(os.environ)
-    env["TUF_ROOT"] = str(base / "tuf")
+    env = {**os.environ, **KYVERNO_ENV, "TUF_ROOT": str(base / "tuf")}
     started = time.monotonic()
     start_process(PROCESS, [kyverno, *kyverno_args(kubeconfig, port, free_port())], env)
     return Admission(
