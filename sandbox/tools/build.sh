@@ -118,6 +118,10 @@ esac
 out="$SANDBOX_BIN/$bin-$version"
 logs="$SANDBOX_BIN/../build-logs"
 mkdir -p "$SANDBOX_BIN" "$logs"
+# One build per binary at a time: a second caller (.ci/run's background build, and `make test`
+# reaching the same binary) waits for the first and then finds it cached.
+exec 9>"$SANDBOX_BIN/.$bin-$version.lock"
+flock 9
 if [[ -x "$out" ]]; then
 	echo ">> $bin $version: cached at $out"
 else
