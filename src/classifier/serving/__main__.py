@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import uvicorn
+    from fastapi import FastAPI
+
+    from classifier.serving.settings import Settings
 
 
 def graceful_server(config: uvicorn.Config) -> uvicorn.Server:
@@ -48,10 +51,31 @@ def graceful_server(config: uvicorn.Config) -> uvicorn.Server:
     return GracefulServer(config)
 
 
+def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    """One process per pod (scale out with the HPA): no uvicorn workers. No WebSocket
+    protocol: the API has no WebSocket route, and with uvicorn's default ("auto") every start
+    imports a WebSocket library when one is installed (docs/serving.md "Start-up")."""
+    import uvicorn
+
+    from classifier.serving.observability import logging_config
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=logging_config(settings.log_level),
+        access_log=False,  # our middleware logs each request with its request id
+        loop="uvloop",
+        http="httptools",
+        ws="none",
+        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        server_header=False,
+    )
+
+
 def main() -> None:
     gc.disable()  # until the app is built: see the module docstring
     try:
-        import uvicorn
         from pydantic import ValidationError
 
         from classifier.serving.settings import REPLACED, Settings
@@ -79,23 +103,11 @@ def main() -> None:
             sys.exit(f"cannot start: {exc}")
 
         from classifier.serving.app import create_app
-        from classifier.serving.observability import logging_config
 
         app = create_app(settings)
+        config = server_config(app, settings)
     finally:
         gc.enable()
-    # One process per pod (scale out with the HPA): no uvicorn workers.
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=logging_config(settings.log_level),
-        access_log=False,  # our middleware logs each request with its request id
-        loop="uvloop",
-        http="httptools",
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,
-        server_header=False,
-    )
     graceful_server(config).run()
     # The model never loaded: exit non-zero so the orchestrator sees a failure, not a quiet pod.
     if app.state.service.load_error is not None:
