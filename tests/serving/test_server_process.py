@@ -266,6 +266,7 @@ def test_main_turns_the_garbage_collector_back_on_when_start_up_stops(
 
     monkeypatch.setenv("CLASSIFIER_MODEL_DIR", "/nonexistent/model-folder")
     monkeypatch.setenv("CLASSIFIER_ALLOW_UNAUTHENTICATED", "true")
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "1")  # main() sets it; restored after the test
     with pytest.raises(SystemExit, match="cannot start: model folder /nonexistent"):
         main()
     assert gc.isenabled()

@@ -80,3 +80,31 @@ def test_fastapi_still_refuses_pydantic_v1_models() -> None:
 
     with pytest.raises(PydanticV1NotSupportedError, match=r"pydantic\.v1 models"):
         jsonable_encoder(Old(x=1))
+
+
+@pytest.mark.parametrize(("setting", "threads"), [(None, 1), ("2", 2)])
+def test_main_runs_numpy_blas_on_one_thread_unless_told(setting: str | None, threads: int) -> None:
+    """OpenBLAS's threads spin at import, costing a start as much CPU as NumPy's import; the
+    service calls no BLAS. An operator's OPENBLAS_NUM_THREADS wins. main() stops at the missing
+    model folder, after it has imported NumPy."""
+    pytest.importorskip("threadpoolctl")  # reads the pool size from the loaded library
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env |= {"CLASSIFIER_MODEL_DIR": "/nonexistent", "CLASSIFIER_ALLOW_UNAUTHENTICATED": "true"}
+    if setting is not None:
+        env["OPENBLAS_NUM_THREADS"] = setting
+    code = (
+        "import sys, threadpoolctl\n"
+        "from classifier.serving.__main__ import main\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert 'cannot start' in str(exc), exc\n"
+        "assert 'numpy' in sys.modules\n"
+        "print([p['num_threads'] for p in threadpoolctl.threadpool_info()\n"
+        "       if p['internal_api'] == 'openblas'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == f"[{threads}]"

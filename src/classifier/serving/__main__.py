@@ -74,6 +74,11 @@ def server_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
 
 
 def main() -> None:
+    # NumPy's OpenBLAS starts a thread per core when imported, and they spin for a while: on a
+    # 2-core pod that costs as much CPU as importing NumPy itself, in the middle of a start.
+    # Nothing here calls BLAS (LiteRT runs the model on its own threads; preprocessing is
+    # element-wise), so one thread. Set before NumPy is imported; an operator's setting wins.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     gc.disable()  # until the app is built: see the module docstring
     try:
         from pydantic import ValidationError
