@@ -108,3 +108,23 @@ def test_main_runs_numpy_blas_on_one_thread_unless_told(setting: str | None, thr
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == f"[{threads}]"
+
+
+def test_main_freezes_what_start_up_built_so_collections_skip_it(tiny_model_dir: Path) -> None:
+    """The objects of the start (tens of thousands) leave the youngest generation frozen, so
+    the first collections after the pause do not walk them all. main() runs up to the point
+    where it would serve."""
+    _run(
+        "import gc, sys\n"
+        "import classifier.serving.__main__ as entry\n"
+        "class Stop:\n"
+        "    def run(self):\n"
+        "        frozen, young = gc.get_freeze_count(), gc.get_count()[0]\n"
+        "        assert gc.isenabled()\n"
+        "        assert frozen > 20000, f'{frozen} objects frozen'\n"
+        "        assert young < 1000, f'{young} objects in the youngest generation'\n"
+        "        sys.exit(0)\n"
+        "entry.graceful_server = lambda config: Stop()\n"
+        "entry.main()\n",
+        tiny_model_dir,
+    )
