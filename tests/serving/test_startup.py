@@ -7,15 +7,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
-from fastapi import APIRouter
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import PydanticV1NotSupportedError
-
-from classifier.serving import pydantic_v1_check
 
 
 def _run(code: str, model_dir: Path) -> None:
@@ -28,58 +22,6 @@ def _run(code: str, model_dir: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_building_the_app_and_its_openapi_document_imports_no_pydantic_v1(
-    tiny_model_dir: Path,
-) -> None:
-    """FastAPI tests every declared model against pydantic.v1's base class, and that test
-    imports pydantic.v1 unless pydantic_v1_check makes it wait until something else has."""
-    _run(
-        "import sys\n"
-        "from classifier.serving.app import create_app\n"
-        "from classifier.serving.settings import Settings\n"
-        "create_app(Settings()).openapi()\n"
-        "assert 'pydantic.v1' not in sys.modules, 'building the app imported pydantic.v1'\n",
-        tiny_model_dir,
-    )
-
-
-def test_the_server_config_imports_no_websocket_library(tiny_model_dir: Path) -> None:
-    """uvicorn's default looks for a WebSocket library at every start and imports it if
-    installed (wsproto is, in the development environment); the API has no WebSocket route."""
-    _run(
-        "import sys\n"
-        "from classifier.serving.__main__ import server_config\n"
-        "from classifier.serving.app import create_app\n"
-        "from classifier.serving.settings import Settings\n"
-        "settings = Settings()\n"
-        "server_config(create_app(settings), settings).load()\n"
-        "found = [m for m in ('wsproto', 'websockets') if m in sys.modules]\n"
-        "assert not found, f'the server imported {found}'\n",
-        tiny_model_dir,
-    )
-
-
-def test_fastapi_still_refuses_pydantic_v1_models() -> None:
-    """The check is FastAPI's own once pydantic.v1 is imported: a v1 model is refused as a
-    response model and by the encoder, as without pydantic_v1_check."""
-    pydantic_v1_check.install()  # installed already (by the routes); again is harmless
-    with warnings.catch_warnings():  # pydantic warns about pydantic.v1 on newer Pythons
-        warnings.simplefilter("ignore", UserWarning)
-        from pydantic import v1
-
-    class Old(v1.BaseModel):
-        x: int
-
-    router = APIRouter()
-    with pytest.raises(PydanticV1NotSupportedError, match=r"pydantic\.v1 models"):
-
-        @router.get("/old", response_model=Old)
-        def old() -> None: ...
-
-    with pytest.raises(PydanticV1NotSupportedError, match=r"pydantic\.v1 models"):
-        jsonable_encoder(Old(x=1))
 
 
 @pytest.mark.parametrize(("setting", "threads"), [(None, 1), ("2", 2)])
