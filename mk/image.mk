@@ -26,7 +26,7 @@ TEST_MODEL   := build/test-model
 TEST_IMAGE_NAME := elpv-classifier-test
 TEST_IMAGE_JSON := build/test-image.json
 
-.PHONY: services-up services-down services-status base-image wheelhouse image push test-model \
+.PHONY: services-up services-down services-status images-prune base-image wheelhouse image push test-model \
         lint-dockerfile test-container test-container-run bench-image
 
 services-up: ## install (apt) and start dockerd + the local registry if not running
@@ -37,6 +37,9 @@ services-down: ## stop dockerd and the registry if (and only if) this project st
 
 services-status: ## which services run, and whether this project started them
 	$(SERVICES) status
+
+images-prune: ## remove this project's images of other commits (each test run tags ~3 GB)
+	$(SERVICES) run -- docker/prune-images.sh '$(IMAGE_GIT_SHA)'
 
 # A pinned pip of our own for `pip download` (the host's pip version varies between machines).
 $(IMAGE_PIP):
