@@ -7,7 +7,7 @@
 #   make e2e             tools + up + the end-to-end scenarios + down (always down)
 #
 # The binaries are cached by version under $(SANDBOX_BIN), in the per-user cache so that one
-# cold build (~19 CPU-minutes) serves every clone; SANDBOX_CACHE=.tools/sandbox keeps it local.
+# cold build serves every clone; SANDBOX_CACHE=.tools/sandbox keeps it local.
 
 SANDBOX_CACHE ?= $(CACHE_DIR)/sandbox
 SANDBOX_BIN   := $(SANDBOX_CACHE)/bin
