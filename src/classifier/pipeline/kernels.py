@@ -1,4 +1,5 @@
-"""TensorFlow's CPU kernels, pinned so that the same commit trains the same weights on any host.
+"""TensorFlow's CPU kernels, pinned so that the same commit trains the same weights on a given CPU
+whatever its core count and vector set (across makes of CPU it does not: see below).
 
 Three things decide the order in which a CPU sums, and so the last bits of every weight, which
 a long training amplifies into another model (docs/pipeline.md, "Same weights on every CPU"):
@@ -14,6 +15,10 @@ host this project supports has: Intel since 2013, AMD since 2015), and a fixed p
 whatever the core count. TensorFlow reads these variables once, when it loads, so the package
 `classifier.pipeline` calls it on import: every stage module is inside the package, and so the
 pin comes before any of them imports TensorFlow. `require_pinned()` is the stages' check.
+
+Measured: the same bits on one core and two, and the same AVX2 kernels on an AVX-512 host; an
+AMD (AVX2) and an Intel (AVX-512 + AMX) host still sum differently under the pin, by something
+these variables do not reach (docs/pipeline.md has both trainings, compared paired).
 
 `ELPV_HOST_KERNELS=1` lets TensorFlow choose for the host: faster on AVX-512 hosts, but the
 weights then depend on the CPU, and `metrics/train.json` says so.
