@@ -3,6 +3,9 @@ all in one run, on one machine. Rewrites the `serving` section of docs/benchmark
 docs/img/serving-latency.png.
 
     make bench-serving            (~6 min on 2 cores; `make soak` runs only the 60 s soak)
+    .venv/bin/python -m bench.serving --ab-only          # micro-batching on vs off only
+    .venv/bin/python -m bench.serving --batch-sizes 1 4 8 16 --ab-rounds 3 --seconds 5
+                                  # MAX_BATCH_SIZE against peak and tail only (~4 min)
 
 What it measures (see /work/shared/design/BENCHMARKS.md):
 - raw: LiteRT interpreter throughput in this process at batch 1 and the best batch size;
@@ -468,22 +471,21 @@ AB_OFF, AB_ON = "off (max batch 1)", "on (max batch 16, wait 0)"
 AB_CONCURRENCY = (1, 4, 16, 64)
 
 
-def batching_ab(
+def interleaved(
     model_dir: Path,
     workdir: Path,
     body: Body,
+    configs: dict[str, dict[str, str]],
     rounds: int,
     seconds: float,
-    concurrency: tuple[int, ...] = AB_CONCURRENCY,
+    concurrency: tuple[int, ...],
 ) -> dict[str, dict[int, list[Load]]]:
-    """Micro-batching on vs off, interleaved: both servers up at once (an idle one costs no CPU),
-    load alternating between them step by step (the order flips every round), so both see the
-    same background noise."""
+    """One service per config (settings as `start_service` takes them), all up at once (an idle
+    one costs no CPU), the load alternating between them step by step (the order flips every
+    round), so all see the same background noise."""
     servers = {
-        AB_OFF: start_service(model_dir, workdir, "ab-off", max_batch_size="1"),
-        AB_ON: start_service(
-            model_dir, workdir, "ab-on", max_batch_size="16", max_batch_wait_ms="0"
-        ),
+        name: start_service(model_dir, workdir, f"ab-{i}", **settings)
+        for i, (name, settings) in enumerate(configs.items())
     }
     results: dict[str, dict[int, list[Load]]] = {n: {c: [] for c in concurrency} for n in servers}
     try:
@@ -498,7 +500,7 @@ def batching_ab(
                     load = attack(server.url, body, seconds, concurrency=c, pid=server.process.pid)
                     results[name][c].append(load)
             log(
-                f"  A/B round {round_ + 1}: "
+                f"  round {round_ + 1}: "
                 + "; ".join(
                     f"{n} " + " ".join(f"c={c} {r[c][-1].rps:.0f}" for c in concurrency)
                     for n, r in results.items()
@@ -508,6 +510,61 @@ def batching_ab(
         for server in servers.values():
             server.stop()
     return results
+
+
+def batching_ab(
+    model_dir: Path,
+    workdir: Path,
+    body: Body,
+    rounds: int,
+    seconds: float,
+    concurrency: tuple[int, ...] = AB_CONCURRENCY,
+) -> dict[str, dict[int, list[Load]]]:
+    """Micro-batching on vs off, interleaved."""
+    configs = {
+        AB_OFF: {"max_batch_size": "1"},
+        AB_ON: {"max_batch_size": "16", "max_batch_wait_ms": "0"},
+    }
+    return interleaved(model_dir, workdir, body, configs, rounds, seconds, concurrency)
+
+
+SWEEP_CONCURRENCY = (4, 16)
+
+
+def batch_size_sweep(
+    model_dir: Path, workdir: Path, body: Body, sizes: list[int], rounds: int, seconds: float
+) -> dict[str, dict[int, list[Load]]]:
+    """`MAX_BATCH_SIZE` at each of `sizes` (wait 0), interleaved: what a batch size trades
+    between peak req/s and the tail."""
+    configs = {
+        f"max batch {b}": {"max_batch_size": str(b), "max_batch_wait_ms": "0"} for b in sizes
+    }
+    return interleaved(model_dir, workdir, body, configs, rounds, seconds, SWEEP_CONCURRENCY)
+
+
+def sweep_rows(results: dict[str, dict[int, list[Load]]]) -> list[str]:
+    """Markdown: per config and concurrency, median req/s (each round), p50, p99, server CPU
+    per request, and req/s against the last config as the median of per-round ratios."""
+    import statistics
+
+    last = list(results.values())[-1]
+    rows = [
+        "| config | concurrency | req/s (rounds) | p50 ms | p99 ms | server CPU ms per request "
+        f"| req/s / {list(results)[-1]}'s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, by_c in results.items():
+        for c, loads in by_c.items():
+            ratios = [x.rps / y.rps for x, y in zip(loads, last[c], strict=True) if y.rps > 0]
+            rounds = ", ".join(f"{x.rps:.0f}" for x in loads)
+            rows.append(
+                f"| {name} | {c} | {statistics.median(x.rps for x in loads):.0f} ({rounds}) "
+                f"| {statistics.median(x.p50_ms for x in loads):.1f} "
+                f"| {statistics.median(x.p99_ms for x in loads):.1f} "
+                f"| {statistics.median(x.server_cpu_ms for x in loads):.2f} "
+                f"| {statistics.median(ratios):.2f} |"
+            )
+    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,8 +629,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="only the micro-batching A/B (--seconds per step), printed as Markdown",
     )
+    parser.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="only a MAX_BATCH_SIZE sweep at these sizes (--ab-rounds rounds), printed as Markdown",
+    )
     parser.add_argument("--model-dir", type=Path, default=ROOT / "build" / "bench-serving-model")
     args = parser.parse_args(argv)
+    if args.batch_sizes and min(args.batch_sizes) < 1:
+        parser.error("--batch-sizes: every size must be >= 1")
     if not Path(VEGETA).is_file():
         sys.exit(f"vegeta not found at {VEGETA}: run `make vegeta` (or set VEGETA=)")
 
@@ -602,6 +668,19 @@ def main(argv: list[str] | None = None) -> None:
                 f"RSS {min(rss):.1f}..{max(rss):.1f} MiB: {'PASS' if ok else 'FAIL'}"
             )
             sys.exit(0 if ok else 1)
+        if args.batch_sizes:
+            log(f"max batch sizes {args.batch_sizes}, interleaved, {args.ab_rounds} rounds")
+            loads = [load_average()]
+            by_size = batch_size_sweep(
+                model_dir, workdir, body, args.batch_sizes, args.ab_rounds, args.seconds
+            )
+            loads.append(load_average())
+            print(
+                f"Model: {model_source}. {args.ab_rounds} rounds x {args.seconds:g} s per step; "
+                f"load average {loads[0]:.1f} at the start, {loads[1]:.1f} at the end.\n"
+            )
+            print("\n".join(sweep_rows(by_size)))
+            return
         if args.ab_only:
             log(f"micro-batching A/B, interleaved, {args.ab_rounds} rounds")
             loads = [load_average()]
