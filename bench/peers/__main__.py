@@ -54,6 +54,7 @@ from bench.serving import (
     prepare_model,
     sample_png,
     start,
+    tflite_throughput,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -415,35 +416,23 @@ def in_process_cpu_ms(model_dir: Path, png: bytes, threads: int, n: int = 400) -
 BATCHES = (1, 4, 16)
 
 
-def model_cpu_by_batch(model_dir: Path, threads: int, images: int = 320) -> dict[int, list[float]]:
+def model_cpu_by_batch(model_dir: Path, threads: int) -> dict[int, list[float]]:
     """CPU ms per image at each batch size in BATCHES, for 1 and `threads` interpreter threads:
     whether batching (the service's micro-batcher) makes an image cheaper for the model."""
-    from ai_edge_litert.interpreter import Interpreter
-
     from classifier.model_card import ModelCard
 
     card = ModelCard.load(model_dir / "model_card.json")
     shape = (card.input.height, card.input.width, card.input.channels)
-    x_all = np.random.default_rng(0).random((max(BATCHES), *shape), dtype=np.float32)
-    result: dict[int, list[float]] = {}
-    for t in sorted({1, threads}):
-        result[t] = []
-        for batch in BATCHES:
-            it = Interpreter(model_path=str(model_dir / "model.tflite"), num_threads=t)
-            index = it.get_input_details()[0]["index"]
-            it.resize_tensor_input(index, [batch, *shape])
-            it.allocate_tensors()
-            x = x_all[:batch]
-            for _ in range(3):
-                it.set_tensor(index, x)
-                it.invoke()
-            calls = max(images // batch, 10)
-            cpu = time.process_time()
-            for _ in range(calls):
-                it.set_tensor(index, x)
-                it.invoke()
-            result[t].append(1000 * (time.process_time() - cpu) / (calls * batch))
-    return result
+    tflite = model_dir / "model.tflite"
+    return {
+        t: [
+            1000 / per_cpu_second
+            for per_cpu_second in tflite_throughput(
+                tflite, shape, t, seconds=1.0, batches=BATCHES, clock=time.process_time
+            ).values()
+        ]
+        for t in sorted({1, threads})
+    }
 
 
 # --------------------------------------------------------------------------------------------
