@@ -11,8 +11,12 @@
 # env: TRAIN_RUN (the Job's name, from the pod's job-name label), TRAIN_VOLUME (/data),
 #      TRAIN_TARGET (DVC target, default `train`: prepare and train, as `dvc repro train`),
 #      TRAIN_PARAMS_OVERRIDE (a YAML file merged into params.yaml; default
-#      /etc/elpv-train/params-override.yaml, used if present), DVC_PUSH (true: `dvc push
-#      --run-cache` to the workspace's default remote afterwards).
+#      /etc/elpv-train/params-override.yaml, used if present), DVC_REMOTE_URL (a DVC remote
+#      URL or path that replaces the commit's default remote, e.g. a shared claim's mount),
+#      DVC_PUSH (true: `dvc push --run-cache` to the default remote afterwards, then print
+#      the hand-back: one `ELPV_HANDBACK <path> <base64>` line for dvc.lock, which names the
+#      pushed model by its hash, and for metrics/train.json, which is kept in git and not in
+#      the remote; k8s-train/run-job.sh saves them).
 # Exit status: dvc's. The last line on stdout is metrics/train.json, so `kubectl logs` shows it.
 set -euo pipefail
 
@@ -49,6 +53,10 @@ mkdir -p "$HOME" "$MPLCONFIGDIR"
 dvc config --local core.no_scm true
 dvc config --local core.site_cache_dir "$volume/dvc-site-cache"
 dvc config --local cache.dir "$volume/dvc-cache"
+if [[ -n "${DVC_REMOTE_URL:-}" ]]; then
+  # The commit's remote is a path on the machine that committed it: the pod's is set here.
+  dvc remote add --local --force --default cluster "$DVC_REMOTE_URL"
+fi
 
 if [[ -f "$override" ]]; then
   log "merging $override into params.yaml"
@@ -96,6 +104,11 @@ log "dvc repro $target took $(($(date +%s) - started)) s"
 if [[ "${DVC_PUSH:-false}" == true ]]; then
   log "dvc push --run-cache $target"
   dvc push --run-cache "$target"
+  # Only after a complete push: a lock in the log means its outputs are in the remote.
+  # base64: the files' exact bytes, one log line each.
+  for file in dvc.lock metrics/train.json; do
+    echo "ELPV_HANDBACK $file $(base64 -w0 "$file")"
+  done
 fi
 cat metrics/train.json
 echo

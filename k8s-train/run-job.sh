@@ -7,7 +7,9 @@
 # IMAGE    the training image, NAME:TAG@sha256:<digest> (what `make train-push` records)
 # env: KUBECTL (default kubectl; KUBECONFIG picks the cluster), KUSTOMIZE (default kustomize),
 #      KUBECONFIG_DATA (a kubeconfig's content, as CI passes a secret: written to a private
-#      temporary file for this run only, and used instead of KUBECONFIG)
+#      temporary file for this run only, and used instead of KUBECONFIG), TRAIN_HANDBACK_DIR
+#      (where to save the run's dvc.lock and metrics/train.json when the Job pushed its outputs
+#      to a DVC remote: what `make train-pull` uses; emptied first, so files there are this run's)
 #
 # Pins IMAGE in a temporary copy of k8s-train (the checkout is never edited), deletes the
 # previous Job (one run at a time: the claim is ReadWriteOnce), applies, then waits for Complete
@@ -35,6 +37,13 @@ case "$overlay_abs/" in
   "$ROOT/k8s-train/"*) ;;
   *) log "$overlay is not inside k8s-train/ (k8s-train/base or k8s-train/overlays/<name>)"; exit 2 ;;
 esac
+
+handback="${TRAIN_HANDBACK_DIR:-}"
+# The files the Job hands back (docker/train-entrypoint.sh), and nothing else from its log.
+handback_files=(dvc.lock metrics/train.json)
+if [[ -n "$handback" ]]; then
+  for file in "${handback_files[@]}"; do rm -f "$handback/$file"; done
+fi
 
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -65,10 +74,29 @@ while (($(date +%s) - started < timeout)); do
   sleep 5
 done
 elapsed=$(($(date +%s) - started))
-"$KUBECTL" logs "job/$job" -n "$namespace" --tail=200 2>&1 || true
+"$KUBECTL" logs "job/$job" -n "$namespace" > "$work/job.log" 2>&1 || true
+# The hand-back lines (saved below) are long base64: the stage's own lines are what to read.
+grep -v '^ELPV_HANDBACK ' "$work/job.log" | tail -n 200
 case " $state " in
   *" Complete "*)
     log "Job $namespace/$job completed in ${elapsed} s"
+    if [[ -n "$handback" ]]; then
+      saved=0
+      for file in "${handback_files[@]}"; do
+        data="$(awk -v f="$file" '$1 == "ELPV_HANDBACK" && $2 == f { print $3; exit }' "$work/job.log")"
+        [[ -n "$data" ]] || continue
+        mkdir -p "$(dirname "$handback/$file")"
+        printf '%s' "$data" | base64 -d > "$handback/$file"
+        saved=$((saved + 1))
+      done
+      if ((saved == ${#handback_files[@]})); then
+        log "the run's ${handback_files[*]} -> $handback/;" \
+          "\`make train-pull\` fetches its model from the DVC remote"
+      else
+        log "no model hand-back: the Job did not push to a DVC remote (add" \
+          "k8s-train/components/shared-dvc-remote, or set DVC_PUSH and a remote); the outputs stay on the claim"
+      fi
+    fi
     exit 0
     ;;
   *" Failed "*)

@@ -3,6 +3,7 @@
 #
 #   make train-image | train-push   build / build + push 127.0.0.1:5000/elpv-train:<git sha>
 #   make train-job                  run `dvc repro train` as a Job in $KUBECONFIG's cluster, wait
+#   make train-pull                 its dvc.lock and metrics here, its model from the DVC remote
 #   make e2e-live                   includes tests/e2e/test_live_train_job.py (a tiny run)
 TRAIN_IMAGE_NAME ?= elpv-train
 # Tag = git SHA, "-dirty" when what goes into the image differs from that commit.
@@ -15,9 +16,12 @@ TRAIN_OVERLAY    ?= k8s-train/base
 # The image the Job runs (NAME:TAG@sha256:...); default: what `make train-push` recorded.
 TRAIN_IMAGE      ?=
 TRAIN_TIMEOUT    ?= 7200
+# The run's dvc.lock and metrics/train.json, saved by `make train-job` when the Job pushed its
+# outputs to a DVC remote (k8s-train/components/shared-dvc-remote).
+TRAIN_HANDBACK   ?= build/train-job
 KUBECTL          ?= kubectl
 
-.PHONY: train-wheelhouse train-context train-image train-push train-job
+.PHONY: train-wheelhouse train-context train-image train-push train-job train-pull
 
 $(TRAIN_BUILD)/.wheelhouse: uv.lock docker/train-wheelhouse.sh | $(IMAGE_PIP) $(UV)
 	UV=$(UV) PIP=$(IMAGE_PIP) PIP_VERSION=$(PIP_VERSION) docker/train-wheelhouse.sh $(TRAIN_BUILD)
@@ -40,7 +44,11 @@ train-job: ## run the train stage as a Job in $$KUBECONFIG's cluster (TRAIN_OVER
 	@image='$(TRAIN_IMAGE)'; if [[ -z $$image ]]; then \
 	  [[ -f $(TRAIN_IMAGE_JSON) ]] || { echo "train-job: set TRAIN_IMAGE=NAME:TAG@sha256:... or run \`make train-push\` first" >&2; exit 2; }; \
 	  image="$$(python3 -c 'import json,sys; print("{image}:{tag}@{digest}".format(**json.load(open(sys.argv[1]))))' $(TRAIN_IMAGE_JSON))"; fi; \
-	  KUSTOMIZE=$(KUSTOMIZE) KUBECTL='$(KUBECTL)' k8s-train/run-job.sh '$(TRAIN_OVERLAY)' "$$image" '$(TRAIN_TIMEOUT)'
+	  KUSTOMIZE=$(KUSTOMIZE) KUBECTL='$(KUBECTL)' TRAIN_HANDBACK_DIR='$(TRAIN_HANDBACK)' \
+	  k8s-train/run-job.sh '$(TRAIN_OVERLAY)' "$$image" '$(TRAIN_TIMEOUT)'
+
+train-pull: ## after train-job pushed to a DVC remote: its dvc.lock + train metrics here, dvc pull of its model (TRAIN_REMOTE)
+	PATH="$(BIN):$$PATH" DVC=$(BIN)/dvc TRAIN_REMOTE='$(TRAIN_REMOTE)' k8s-train/pull-model.sh '$(TRAIN_HANDBACK)'
 
 .PHONY: lint-train-dockerfile
 lint-train-dockerfile: $(CHECKOV) ## checkov's Dockerfile policies on docker/train.Dockerfile

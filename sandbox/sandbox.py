@@ -1554,7 +1554,7 @@ def up(live: bool = False, image_json: Path | None = None, admission: bool = Fal
         start_control_plane(kubeconfig, live)
         if live:
             start_node(kubeconfig)
-            import train_volume  # sandbox/train_volume.py: the training Job's PersistentVolume
+            import train_volume  # sandbox/train_volume.py: the training Job's PersistentVolumes
 
             train_volume.create(binary("kubectl"), kubeconfig, NODE_NAME, STATE)
         # Kyverno starts now and gets ready while Argo CD starts (waited for below).

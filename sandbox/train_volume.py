@@ -1,12 +1,14 @@
-"""The training Job's storage in the sandbox's live mode: a static PersistentVolume.
+"""The training Job's storage in the sandbox's live mode: static PersistentVolumes.
 
-The sandbox has no dynamic provisioner, so the claim of k8s-train/base/pvc.yaml
-(`elpv-train/elpv-train-data`, no storage class) would stay Pending. `sandbox.py up --live`
-calls `create` once the node is Ready: a `local` PersistentVolume on a directory of the node's
-state (so `down` removes it with the rest), pre-bound to that claim, owned by the training
-image's user (10001). On a real cluster the default StorageClass provisions the claim instead.
+The sandbox has no dynamic provisioner, so the Job's claims would stay Pending:
+`elpv-train/elpv-train-data` (k8s-train/base/pvc.yaml: DVC cache and workspaces) and
+`elpv-train/elpv-dvc-remote` (k8s-train/components/shared-dvc-remote: the DVC remote the model
+is handed back through). `sandbox.py up --live` calls `create` once the node is Ready: one
+`local` PersistentVolume per claim on a directory of the node's state (so `down` removes them
+with the rest), pre-bound to it, owned by the training image's user (10001). On a real cluster
+a StorageClass provisions the claims instead (an NFS-backed one for the shared remote).
 
-    python sandbox/train_volume.py   # the volume's directory (for a test or a look inside)
+    python sandbox/train_volume.py   # the volumes' directories (for a test or a look inside)
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-PV_NAME = "elpv-train-data-sandbox"
 CLAIM_NAMESPACE = "elpv-train"
-CLAIM_NAME = "elpv-train-data"
-# What the sandbox overlay's claim asks for (k8s-train/overlays/sandbox/claim-size.yaml) or more.
+# claim -> (PersistentVolume, directory under the node's state, access mode)
+VOLUMES = {
+    "elpv-train-data": ("elpv-train-data-sandbox", "train-volume", "ReadWriteOnce"),
+    "elpv-dvc-remote": ("elpv-dvc-remote-sandbox", "dvc-remote", "ReadWriteMany"),
+}
+# What the sandbox overlay's claims ask for (k8s-train/overlays/sandbox/claim-size.yaml) or more.
 CAPACITY = "2Gi"
 # The training image's user and group (docker/train.Dockerfile, k8s-train/base/job.yaml).
 OWNER = 10001
@@ -31,18 +36,19 @@ STATE = Path(
 )
 
 
-def volume_dir(state: Path = STATE) -> Path:
-    """Where the volume's data lives on the host: below the node's state, removed by `down`."""
-    return state / "node" / "train-volume"
+def volume_dir(claim: str = "elpv-train-data", state: Path = STATE) -> Path:
+    """Where a claim's data lives on the host: below the node's state, removed by `down`."""
+    return state / "node" / VOLUMES[claim][1]
 
 
-def persistent_volume(path: Path, node: str) -> dict[str, object]:
-    """A `local` PersistentVolume on `path` of `node`, reserved for the training claim."""
+def persistent_volume(claim: str, path: Path, node: str) -> dict[str, object]:
+    """A `local` PersistentVolume on `path` of `node`, reserved for `claim`."""
+    name, _, access_mode = VOLUMES[claim]
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolume",
         "metadata": {
-            "name": PV_NAME,
+            "name": name,
             "labels": {
                 "app.kubernetes.io/name": "elpv-train",
                 "app.kubernetes.io/part-of": "sandbox",
@@ -50,10 +56,10 @@ def persistent_volume(path: Path, node: str) -> dict[str, object]:
         },
         "spec": {
             "capacity": {"storage": CAPACITY},
-            "accessModes": ["ReadWriteOnce"],
+            "accessModes": [access_mode],
             "volumeMode": "Filesystem",
             # Pre-bound: no other claim can take it, and it waits for this one.
-            "claimRef": {"namespace": CLAIM_NAMESPACE, "name": CLAIM_NAME},
+            "claimRef": {"namespace": CLAIM_NAMESPACE, "name": claim},
             # The claim has no class and the sandbox no default StorageClass: class "" matches.
             "storageClassName": "",
             "persistentVolumeReclaimPolicy": "Retain",
@@ -77,24 +83,27 @@ def persistent_volume(path: Path, node: str) -> dict[str, object]:
     }
 
 
-def create(kubectl: Path, kubeconfig: Path, node: str, state: Path = STATE) -> Path:
-    """Make the directory (owned by the training user) and the PersistentVolume; return the path."""
-    path = volume_dir(state)
-    path.mkdir(parents=True, exist_ok=True)
-    os.chown(path, OWNER, OWNER)
-    path.chmod(0o775)
-    proc = subprocess.run(
-        [str(kubectl), "--kubeconfig", str(kubeconfig), "apply", "-f", "-"],
-        input=json.dumps(persistent_volume(path, node)),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"creating the PersistentVolume {PV_NAME} failed: {proc.stderr}")
-    return path
+def create(kubectl: Path, kubeconfig: Path, node: str, state: Path = STATE) -> dict[str, Path]:
+    """Make each claim's directory (owned by the training user) and PersistentVolume."""
+    paths = {}
+    for claim in VOLUMES:
+        path = paths[claim] = volume_dir(claim, state)
+        path.mkdir(parents=True, exist_ok=True)
+        os.chown(path, OWNER, OWNER)
+        path.chmod(0o775)
+        proc = subprocess.run(
+            [str(kubectl), "--kubeconfig", str(kubeconfig), "apply", "-f", "-"],
+            input=json.dumps(persistent_volume(claim, path, node)),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"creating the PersistentVolume for {claim} failed: {proc.stderr}")
+    return paths
 
 
 if __name__ == "__main__":
-    print(volume_dir())
+    for claim in VOLUMES:
+        print(f"{claim}: {volume_dir(claim)}")
     sys.exit(0)

@@ -6,9 +6,11 @@ module starts the sandbox with `--live`, writes a few generated images onto the 
 volume (the static PersistentVolume `up --live` makes, sandbox/train_volume.py), and runs
 `make train-job TRAIN_OVERLAY=k8s-train/overlays/sandbox`, the workflow's own entry point: the
 Job runs `dvc repro train` (prepare + train, one epoch) in the training image under restricted
-Pod Security, and the test reads the outputs from the volume's directory on the host. A second
-run shows that the DVC cache on the claim outlives the pod. The last test stops the sandbox and
-checks that the host is left as it was.
+Pod Security, and the test reads the outputs from the volume's directory on the host. The Job
+pushes its outputs to a DVC remote on a second, shared claim (components/shared-dvc-remote), and
+`k8s-train/pull-model.sh` (`make train-pull`) brings the model back into a fresh workspace on
+the host by the hashes of the run's dvc.lock. A second run shows that the DVC cache on the claim
+outlives the pod. The last test stops the sandbox and checks that the host is left as it was.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -43,6 +46,8 @@ JOB = "elpv-train"
 JOB_TIMEOUT_S = int(os.environ.get("E2E_TRAIN_TIMEOUT", "600"))
 TIMINGS_FILE = ROOT / "build" / "sandbox-live-train.json"
 TRAINER_UID = 10001
+# Where `make train-job` saves the run's dvc.lock and metrics/train.json (the hand-back).
+HANDBACK = ROOT / "build" / "sandbox-train-job"
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +79,15 @@ def volume(box: Sandbox) -> Path:
     return Path(box.env["state_dir"]) / "node" / "train-volume"
 
 
+def remote(box: Sandbox) -> Path:
+    """The DVC remote's claim, as the host sees it (a runner mounting the share would)."""
+    return Path(box.env["state_dir"]) / "node" / "dvc-remote"
+
+
+def cached(root: Path, md5: str) -> Path:
+    return root / "files" / "md5" / md5[:2] / md5[2:]
+
+
 def train_job(box: Sandbox) -> tuple[subprocess.CompletedProcess[str], float]:
     """`make train-job` against the sandbox, as the workflow runs it against a real cluster."""
     started = time.monotonic()
@@ -85,6 +99,7 @@ def train_job(box: Sandbox) -> tuple[subprocess.CompletedProcess[str], float]:
             f"TRAIN_OVERLAY={OVERLAY}",
             f"TRAIN_IMAGE_JSON={TRAIN_IMAGE_JSON}",
             f"TRAIN_TIMEOUT={JOB_TIMEOUT_S}",
+            f"TRAIN_HANDBACK={HANDBACK}",
             f"KUBECTL={box.env['kubectl']}",
         ],
         cwd=ROOT,
@@ -147,14 +162,46 @@ def test_the_job_trains_on_the_claim_and_leaves_model_and_metrics_there(live: Sa
     lock = yaml.safe_load((run / "dvc.lock").read_text(encoding="utf-8"))
     outs = {o["path"]: o for o in lock["stages"]["train"]["outs"]}
     md5 = outs["models/model.keras"]["md5"]
-    cached = volume(live) / "dvc-cache" / "files" / "md5" / md5[:2] / md5[2:]
-    assert cached.is_file()
-    assert cached.stat().st_size == (run / "models" / "model.keras").stat().st_size > 0
+    in_cache = cached(volume(live) / "dvc-cache", md5)
+    assert in_cache.is_file()
+    assert in_cache.stat().st_size == (run / "models" / "model.keras").stat().st_size > 0
+    # Pushed to the shared remote, and the run's lock handed back to the caller.
+    assert cached(remote(live), md5).read_bytes() == (run / "models" / "model.keras").read_bytes()
+    assert (HANDBACK / "dvc.lock").read_bytes() == (run / "dvc.lock").read_bytes()
+    assert (HANDBACK / "metrics" / "train.json").read_bytes() == (
+        run / "metrics" / "train.json"
+    ).read_bytes()
+    assert "the run's dvc.lock metrics/train.json ->" in out
     # Written by the image's non-root user.
     assert (run / "metrics" / "train.json").stat().st_uid == TRAINER_UID
     # The prepared splits were made from the 48 generated images on the claim.
     with (run / "data" / "prepared" / "splits.csv").open(encoding="utf-8") as fh:
         assert len(list(csv.DictReader(fh))) == 48
+
+
+def test_the_model_comes_back_through_the_dvc_remote(live: Sandbox, tmp_path: Path) -> None:
+    """`make train-pull`'s script in a fresh workspace: the model, by the run's lock, from the
+    remote alone (the claim with the DVC cache is not looked at)."""
+    run = volume(live) / "runs" / job_uid(live)
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    shutil.copy(ROOT / "dvc.yaml", workspace)
+    # The run's params (the sandbox overlay overrides some), so `dvc status` can compare.
+    shutil.copy(run / "params.yaml", workspace)
+    dvc = str(ROOT / ".venv" / "bin" / "dvc")
+    subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=workspace, check=True)
+    proc = subprocess.run(
+        [str(ROOT / "k8s-train" / "pull-model.sh"), str(HANDBACK), str(workspace)],
+        env={**os.environ, "DVC": dvc, "TRAIN_REMOTE": str(remote(live))},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for out in ("models/model.keras", "metrics/train.json"):
+        assert (workspace / out).read_bytes() == (run / out).read_bytes(), out
+    assert (workspace / "dvc.lock").read_bytes() == (HANDBACK / "dvc.lock").read_bytes()
 
 
 def test_a_second_run_reuses_the_cache_on_the_claim(live: Sandbox) -> None:

@@ -113,9 +113,11 @@ def test_requests_and_limits_are_set_and_the_sandbox_asks_for_less(
             assert kind in res["limits"], (key, kind)
     base_cpu = resources("base")["requests"]["cpu"]
     assert resources("overlays/sandbox")["requests"]["cpu"] != base_cpu
-    claim = only(train_rendered["overlays/sandbox"], "PersistentVolumeClaim")
-    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
-    assert "storageClassName" not in claim["spec"], "the default StorageClass provisions it"
+    claims = [r for r in train_rendered["overlays/sandbox"] if r["kind"] == "PersistentVolumeClaim"]
+    assert {c["metadata"]["name"] for c in claims} == {"elpv-train-data", "elpv-dvc-remote"}
+    for claim in claims:
+        assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+        assert "storageClassName" not in claim["spec"], "the default StorageClass provisions it"
 
 
 def test_the_gpu_overlay_selects_gpu_nodes_and_the_base_does_not(
@@ -229,3 +231,66 @@ def test_run_job_refuses_bad_input(overlay: str, image: str, phrase: str) -> Non
     )
     assert proc.returncode == 2
     assert phrase in proc.stderr
+
+
+def test_the_sandbox_hands_the_model_back_through_a_shared_remote_and_the_base_does_not(
+    train_rendered: dict[str, Resources],
+) -> None:
+    """components/shared-dvc-remote: a ReadWriteMany claim at /remote, the Job's DVC remote."""
+    resources = train_rendered["overlays/sandbox"]
+    container = pod_spec(resources)["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["DVC_REMOTE_URL"] == "/remote"
+    assert env["DVC_PUSH"] == "true"
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert mounts["dvc-remote"] == env["DVC_REMOTE_URL"]
+    volumes = {v["name"]: v for v in pod_spec(resources)["volumes"]}
+    claim_name = volumes["dvc-remote"]["persistentVolumeClaim"]["claimName"]
+    claims = {c["metadata"]["name"]: c for c in resources if c["kind"] == "PersistentVolumeClaim"}
+    assert claims[claim_name]["spec"]["accessModes"] == ["ReadWriteMany"]
+    base_env = {e["name"] for e in pod_spec(train_rendered["base"])["containers"][0]["env"]}
+    assert not base_env & {"DVC_REMOTE_URL", "DVC_PUSH"}
+
+
+# --- make train-pull refuses what is not a run's lock, before it touches the workspace ------
+
+GOOD_LOCK = "stages:\n  train:\n    outs:\n    - path: models/model.keras\n      md5: 0\n"
+
+
+@pytest.mark.parametrize(
+    ("lock_text", "with_metrics", "workspace_has_dvc_yaml", "phrase"),
+    [
+        (None, True, True, "is missing or empty"),
+        ("stages:\n  prepare: {}\n", True, True, "is not a dvc.lock with a train stage"),
+        ("[1, 2]\n", True, True, "is not a dvc.lock with a train stage"),
+        (GOOD_LOCK, True, False, "has no dvc.yaml"),
+        (GOOD_LOCK, False, True, "metrics/train.json is missing"),
+    ],
+)
+def test_train_pull_refuses_bad_input(
+    tmp_path: Path,
+    lock_text: str | None,
+    with_metrics: bool,
+    workspace_has_dvc_yaml: bool,
+    phrase: str,
+) -> None:
+    handback = tmp_path / "handback"
+    (handback / "metrics").mkdir(parents=True)
+    if lock_text is not None:
+        (handback / "dvc.lock").write_text(lock_text, encoding="utf-8")
+    if with_metrics:
+        (handback / "metrics" / "train.json").write_text("{}", encoding="utf-8")
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    if workspace_has_dvc_yaml:
+        (workspace / "dvc.yaml").write_text("stages: {}\n", encoding="utf-8")
+    proc = subprocess.run(
+        [str(ROOT / "k8s-train" / "pull-model.sh"), str(handback), str(workspace)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": f"{ROOT / '.venv' / 'bin'}:/usr/bin:/bin", "DVC": "/bin/false"},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert phrase in proc.stderr
+    assert list(workspace.iterdir()) == ([workspace / "dvc.yaml"] if workspace_has_dvc_yaml else [])

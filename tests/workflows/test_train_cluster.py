@@ -39,6 +39,10 @@ def test_the_job_runs_the_image_its_image_job_pushed_by_digest() -> None:
     assert jobs["job"]["needs"] == "image"
     (step,) = [s for s in jobs["job"]["steps"] if "run" in s]
     assert step["run"].startswith("make train-job ")
+    # What make train-job saves of a run that pushed to a DVC remote is kept for train-pull.
+    (upload,) = [s for s in jobs["job"]["steps"] if "upload-artifact" in s.get("uses", "")]
+    assert upload["with"]["path"].rstrip("/") == "build/train-job"
+    assert jobs["job"]["steps"].index(upload) > jobs["job"]["steps"].index(step)
     assert "needs.image.outputs.digest" in step["env"]["TRAIN_IMAGE"]
     assert "@" in step["env"]["TRAIN_IMAGE"]
 
@@ -53,4 +57,5 @@ def test_the_cluster_credential_reaches_only_the_job_step() -> None:
         for s in job["steps"]
         if "TRAIN_KUBECONFIG" in str(s)
     ]
-    assert with_secret == [("job", jobs["job"]["steps"][-1]["run"])]
+    (make_step,) = [s for s in jobs["job"]["steps"] if "run" in s]
+    assert with_secret == [("job", make_step["run"])]
