@@ -14,8 +14,12 @@ memory of the whole process tree (ready, and peak sampled under load), idle CPU,
 (bench.serving's load functions) closed-loop at concurrency 1, 4, 16, 64 with one 300x300 ELPV
 PNG per request, and the tree's CPU per request from /proc. In this process, per round: the
 model's own CPU per image (LiteRT, batch 1, the service's interpreter threads) and the
-service's decode + preprocess CPU per image. Writes the `serving-peers` section of
-docs/benchmarks.md and docs/img/serving-peers.png.
+service's decode + preprocess CPU per image, and how busy the whole machine was (/proc/stat).
+Writes the `serving-peers` section of docs/benchmarks.md and docs/img/serving-peers.png.
+
+`--variant LABEL=CLASSIFIER_X=V[,CLASSIFIER_Y=W]` adds our service again with those settings, in
+the same interleaved rounds (with `--only ours kserve --no-report`: which setting moves the peak,
+against the same reference); the summary table at the end shows every server.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +101,12 @@ def tree_cpu_seconds(pid: int) -> float:
         if (fields := _stat(p)) is not None:
             ticks += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_times() -> tuple[int, int]:
+    """(all, idle + iowait) CPU ticks of the whole machine since boot, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
 
 
 def tree_memory_mib(pid: int, key: str = "Rss") -> float:
@@ -359,9 +369,12 @@ def measure(spec: Spec, workdir: Path, seconds: float) -> Run:
         run.load_avg = load_average()
         attack(server.url, spec.body, 2, concurrency=4, path=spec.predict_path)  # warm-up
         for c in CONCURRENCY:
-            cpu0 = tree_cpu_seconds(pid)
+            cpu0, (all0, idle0) = tree_cpu_seconds(pid), machine_times()
             load = attack(server.url, spec.body, seconds, concurrency=c, path=spec.predict_path)
             load.server_cpu_ms = 1000 * (tree_cpu_seconds(pid) - cpu0) / max(load.requests, 1)
+            all1, idle1 = machine_times()
+            # Server, vegeta and anything else: what is left is CPU nobody could use.
+            load.extra["machine_busy"] = 1 - (idle1 - idle0) / max(all1 - all0, 1)
             run.loads[c] = load
         run.rss_peak = max(sampler.close(), rss_ready)
     finally:
@@ -650,6 +663,49 @@ def write_report(
     write_section("serving-peers", "\n".join(lines))
 
 
+def parse_variant(text: str) -> tuple[str, dict[str, str]]:
+    """`LABEL=CLASSIFIER_X=V[,CLASSIFIER_Y=W]` -> (label, env); a clear error otherwise."""
+    label, sep, assignments = text.partition("=")
+    env = dict(a.split("=", 1) for a in assignments.split(",") if "=" in a)
+    bad = [a for a in assignments.split(",") if "=" not in a or not a.startswith("CLASSIFIER_")]
+    if not label or not sep or not env or bad:
+        raise argparse.ArgumentTypeError(
+            f"--variant {text!r}: expected LABEL=CLASSIFIER_X=value[,CLASSIFIER_Y=value], "
+            "e.g. 'one model thread=CLASSIFIER_INTERPRETER_THREADS=1'"
+        )
+    return label, env
+
+
+def variant_spec(ours: Spec, label: str, env: dict[str, str]) -> Spec:
+    """Our service again, with `env` on top of its launch environment."""
+
+    def launch(port: int, work: Path) -> tuple[list[str], dict[str, str]]:
+        argv, base = ours.launch(port, work)
+        return argv, {**base, **env}
+
+    settings = ", ".join(f"{k.removeprefix('CLASSIFIER_')}={v}" for k, v in env.items())
+    return replace(ours, key=f"{OURS}: {label}", label=f"ours, {label} ({settings})", launch=launch)
+
+
+def summary(results: dict[str, list[Run]], labels: dict[str, str]) -> str:
+    """Medians over rounds, one row per server: the figures to compare settings by."""
+    rows = [
+        "| server | peak req/s | c=16 req/s | c=16 p99 ms | c=16 CPU ms/req | "
+        "machine busy at c=16 | c=1 p50 ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for key, runs in results.items():
+        c16 = [r.loads[16] for r in runs]
+        rows.append(
+            f"| {labels[key]} | {med([peak(r) for r in runs]):.0f} | "
+            f"{med([x.rps for x in c16]):.0f} | {med([x.p99_ms for x in c16]):.1f} | "
+            f"{med([x.server_cpu_ms for x in c16]):.2f} | "
+            f"{100 * med([x.extra['machine_busy'] for x in c16]):.0f} % | "
+            f"{med([r.loads[1].p50_ms for r in runs]):.2f} |"
+        )
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5, help="per load step")
@@ -657,7 +713,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", nargs="*", help="server keys to run (default: all)")
     parser.add_argument("--model-dir", type=Path, default=ROOT / "build" / "bench-serving-model")
     parser.add_argument("--no-report", action="store_true", help="do not touch the docs")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        type=parse_variant,
+        default=[],
+        metavar="LABEL=CLASSIFIER_X=V[,...]",
+        help="our service again with these settings, in the same rounds (repeatable)",
+    )
     args = parser.parse_args(argv)
+    if args.variant and not args.no_report:
+        parser.error(
+            "--variant explores settings; the run of record is the defaults: add --no-report"
+        )
     if not Path(VEGETA).is_file():
         sys.exit(f"vegeta not found at {VEGETA}: run `make vegeta` (or set VEGETA=)")
 
@@ -672,6 +740,8 @@ def main(argv: list[str] | None = None) -> None:
         all_specs = specs(png, model_dir, threads, workdir)
         if args.only:
             all_specs = [s for s in all_specs if s.key in args.only]
+        ours_spec = next(s for s in specs(png, model_dir, threads, workdir) if s.key == OURS)
+        all_specs += [variant_spec(ours_spec, label, env) for label, env in args.variant]
         # Every server starts from bytecode, as installed servers do (bench.serving).
         peers = {peer_python(s.key) for s in all_specs if not s.key.startswith(OURS)}
         for python in sorted({sys.executable} | peers):
@@ -697,6 +767,7 @@ def main(argv: list[str] | None = None) -> None:
                 for t, per in by_batch.items()
             )
         )
+        print(summary(results, {s.key: s.label for s in all_specs}))
         minutes = (time.monotonic() - started) / 60
         probabilities = {k: runs[0].probability for k, runs in results.items()}
         if max(probabilities.values()) - min(probabilities.values()) > 1e-5:

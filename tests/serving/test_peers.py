@@ -18,12 +18,17 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repo root: bench/
 from bench.peers.__main__ import (
+    OURS,
     PEERS_DIR,
     ask,
     descendants,
+    machine_times,
+    main,
+    parse_variant,
     specs,
     stop_tree,
     tree_cpu_seconds,
+    variant_spec,
 )
 from bench.serving import Server, free_port, sample_png, start
 from PIL import Image
@@ -96,6 +101,47 @@ def test_tree_cpu_counts_the_children(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+def test_a_variant_is_our_service_with_its_settings_on_top(tmp_path: Path) -> None:
+    label, env = parse_variant("one model thread=CLASSIFIER_INTERPRETER_THREADS=1")
+    assert (label, env) == ("one model thread", {"CLASSIFIER_INTERPRETER_THREADS": "1"})
+    _, env2 = parse_variant("b=CLASSIFIER_MAX_BATCH_SIZE=4,CLASSIFIER_INTERPRETER_THREADS=1")
+    assert env2 == {"CLASSIFIER_MAX_BATCH_SIZE": "4", "CLASSIFIER_INTERPRETER_THREADS": "1"}
+    ours = next(s for s in specs(b"png", tmp_path, 2, tmp_path) if s.key == OURS)
+    variant = variant_spec(ours, label, env)
+    assert variant.key.startswith(OURS)  # reported as ours, never as a peer
+    argv, launched = variant.launch(8080, tmp_path)
+    assert argv == ours.launch(8080, tmp_path)[0]
+    assert launched["CLASSIFIER_INTERPRETER_THREADS"] == "1"
+    assert launched["CLASSIFIER_PORT"] == "8080"  # the rest of our launch is kept
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["no-equals", "label=", "=CLASSIFIER_X=1", "label=PATH=/tmp", "label=CLASSIFIER_X=1,junk"],
+)
+def test_a_bad_variant_says_what_is_expected(text: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--no-report", "--variant", text])
+    assert exit_.value.code == 2
+    assert "expected LABEL=CLASSIFIER_X=value" in capsys.readouterr().err
+
+
+def test_variants_never_write_the_run_of_record(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--variant", "t=CLASSIFIER_INTERPRETER_THREADS=1"])
+    assert exit_.value.code == 2
+    assert "add --no-report" in capsys.readouterr().err
+
+
+def test_machine_times_count_busy_and_idle_ticks() -> None:
+    total0, idle0 = machine_times()
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # busy: the machine's total must move more than idle
+        pass
+    total1, idle1 = machine_times()
+    assert total1 - total0 > idle1 - idle0 >= 0
+
+
 def test_every_peer_answers_our_probability(tiny_model_dir: Path, tmp_path: Path) -> None:
     peers = ("kserve", "litserve", "bentoml", "mlserver")
     missing = [n for n in peers if not (PEERS_DIR / n / ".synced").is_file()]
