@@ -52,14 +52,26 @@ urllib.request.urlopen(f"http://{sys.argv[1]}/v2/", timeout=2)
 PY
 }
 
+# Run "$@" as a daemon: its own session (it outlives this shell and make, and gets no terminal
+# signals), and none of the descriptors its starter had open beyond 0-2. A daemon that inherits
+# them holds them for as long as it runs: `flock /tmp/elpv-docker.lock make train-image` left
+# dockerd, containerd and the registry holding the benchmark lock after make had exited.
+detached() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd="${fd##*/}"
+    if ((fd > 2)); then eval "exec $fd>&-" 2>/dev/null || true; fi
+  done
+  exec setsid "$@"
+}
+
 start_docker() {
   if docker_up; then return 1; fi  # someone else's engine (or ours from an earlier call): use it
   if ! command -v dockerd >/dev/null; then apt_install docker.io; fi
   DOCKER="$(command -v /usr/bin/docker || command -v docker)"
   mkdir -p "$RUN_DIR"
   log "starting dockerd (data-root $DOCKER_DATA_ROOT, log $RUN_DIR/dockerd.log)"
-  # setsid: the daemon outlives this shell and make; it gets no terminal signals.
-  setsid dockerd --data-root "$DOCKER_DATA_ROOT" --host "unix://$DOCKER_SOCK" \
+  detached dockerd --data-root "$DOCKER_DATA_ROOT" --host "unix://$DOCKER_SOCK" \
     --pidfile "$RUN_DIR/dockerd.daemon.pid" >>"$RUN_DIR/dockerd.log" 2>&1 </dev/null &
   # Our own record of the pid (dockerd refuses to start if its --pidfile already exists).
   echo $! >"$RUN_DIR/dockerd.pid"
@@ -79,7 +91,7 @@ start_registry() {
   mkdir -p "$RUN_DIR" "$REGISTRY_ROOT"
   log "starting docker-registry on $REGISTRY_ADDR (root $REGISTRY_ROOT, log $RUN_DIR/registry.log)"
   REGISTRY_HTTP_ADDR="$REGISTRY_ADDR" REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY="$REGISTRY_ROOT" \
-    setsid docker-registry serve "$ROOT/docker/registry.yml" >>"$RUN_DIR/registry.log" 2>&1 </dev/null &
+    detached docker-registry serve "$ROOT/docker/registry.yml" >>"$RUN_DIR/registry.log" 2>&1 </dev/null &
   echo $! >"$RUN_DIR/registry.pid"
   for _ in $(seq 1 40); do
     if registry_up; then log "registry ready on $REGISTRY_ADDR"; return 0; fi
