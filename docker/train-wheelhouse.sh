@@ -8,7 +8,8 @@
 # built wheel's hash in place of the sdist's. The image installs wheels only, offline.
 #
 #   docker/train-wheelhouse.sh OUT_DIR     writes OUT_DIR/requirements.txt and OUT_DIR/wheels/
-# env: UV (uv binary), PIP (a pinned pip), PIP_VERSION (pip wheel that goes into the image)
+# env: UV (uv binary), PIP (a pinned pip), PIP_VERSION (pip wheel that goes into the image),
+#      TRAIN_GROUP (uv.lock's dependency group: train, the default, or train-gpu)
 set -euo pipefail
 
 out="${1:?usage: train-wheelhouse.sh OUT_DIR}"
@@ -17,15 +18,17 @@ PIP="${PIP:?set PIP to a pip executable}"
 PIP_VERSION="${PIP_VERSION:?set PIP_VERSION}"
 mkdir -p "$out/wheels" "$out/sdists"
 
-"$UV" export --frozen --no-default-groups --group train --no-emit-project --quiet \
+group="${TRAIN_GROUP:-train}"
+"$UV" export --frozen --no-default-groups --group "$group" --no-emit-project --quiet \
   -o "$out/requirements.locked.txt"
 
 platforms=()
-for tag in manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_24_x86_64 manylinux_2_27_x86_64 \
+# NVIDIA's CUDA wheels (train-gpu) are tagged as old as manylinux2010.
+for tag in manylinux2010_x86_64 manylinux_2_12_x86_64 manylinux2014_x86_64 manylinux_2_17_x86_64 manylinux_2_24_x86_64 manylinux_2_25_x86_64 manylinux_2_27_x86_64 \
   manylinux_2_28_x86_64 manylinux_2_31_x86_64 manylinux_2_34_x86_64 manylinux_2_35_x86_64; do
   platforms+=(--platform "$tag")
 done
-echo ">> train wheelhouse: $(grep -c '^[a-z]' "$out/requirements.locked.txt") pinned packages -> $out/wheels" >&2
+echo ">> train wheelhouse: $(grep -c '^[a-z]' "$out/requirements.locked.txt") pinned packages ($group) -> $out/wheels" >&2
 # --prefer-binary: a wheel whenever one exists; an sdist only for packages that publish none.
 # Every file is checked against uv.lock's hashes. Already-downloaded files are not fetched again.
 "$PIP" download --quiet --no-deps --prefer-binary --implementation cp --python-version 3.11 \

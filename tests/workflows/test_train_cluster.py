@@ -34,8 +34,9 @@ def test_the_job_runs_the_image_its_image_job_pushed_by_digest() -> None:
     jobs = _load()["jobs"]
     build = next(s for s in jobs["image"]["steps"] if s.get("id") == "build")
     assert build["with"]["file"] == "docker/train.Dockerfile"
-    assert build["with"]["context"] == "build/train-image"
-    assert any(s.get("run") == "make train-context" for s in jobs["image"]["steps"])
+    assert build["with"]["context"].startswith("build/train-image")
+    runs = [s.get("run") for s in jobs["image"]["steps"]]
+    assert 'make train-context TRAIN_VARIANT="$TRAIN_VARIANT"' in runs
     assert jobs["job"]["needs"] == "image"
     (step,) = [s for s in jobs["job"]["steps"] if "run" in s]
     assert step["run"].startswith("make train-job ")
@@ -59,3 +60,20 @@ def test_the_cluster_credential_reaches_only_the_job_step() -> None:
     ]
     (make_step,) = [s for s in jobs["job"]["steps"] if "run" in s]
     assert with_secret == [("job", make_step["run"])]
+
+
+def test_the_gpu_overlay_gets_the_cuda_image_and_the_others_the_cpu_one() -> None:
+    """TRAIN_VARIANT follows the overlay; context, tag and the Job's image follow the variant."""
+    doc = _load()
+    variant = doc["env"]["TRAIN_VARIANT"]
+    assert variant == "${{ inputs.overlay == 'k8s-train/overlays/gpu' && 'gpu' || 'cpu' }}"
+    jobs = doc["jobs"]
+    build = next(s for s in jobs["image"]["steps"] if s.get("id") == "build")
+    suffix = "${{ env.TRAIN_VARIANT == 'gpu' && '-gpu' || '' }}"
+    assert build["with"]["context"] == f"build/train-image{suffix}"
+    assert build["with"]["tags"].endswith(suffix)
+    (step,) = [s for s in jobs["job"]["steps"] if "run" in s]
+    assert f"{suffix}@" in step["env"]["TRAIN_IMAGE"]
+    # The disk is freed for the CUDA image only, on GitHub's runners only (mk/train.mk).
+    (free,) = [s for s in jobs["image"]["steps"] if s.get("run") == "make runner-disk-space"]
+    assert free["if"] == "env.TRAIN_VARIANT == 'gpu'"
