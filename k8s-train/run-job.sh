@@ -76,7 +76,8 @@ done
 elapsed=$(($(date +%s) - started))
 "$KUBECTL" logs "job/$job" -n "$namespace" > "$work/job.log" 2>&1 || true
 # The hand-back lines (saved below) are long base64: the stage's own lines are what to read.
-grep -v '^ELPV_HANDBACK ' "$work/job.log" | tail -n 200
+# (grep finds nothing in an empty log: not a reason to stop before the Job's state is reported)
+{ grep -v '^ELPV_HANDBACK ' "$work/job.log" || true; } | tail -n 200
 case " $state " in
   *" Complete "*)
     log "Job $namespace/$job completed in ${elapsed} s"
