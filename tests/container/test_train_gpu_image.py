@@ -1,10 +1,10 @@
 """The CUDA training image (`make train-image TRAIN_VARIANT=gpu`, k8s-train/overlays/gpu).
 
 Run by `make test-train-gpu-image`, not by `make test`: it builds from several GB of NVIDIA's
-wheels (docs/training-cluster.md, "GPU"). This machine has no GPU, so what is checked is what can be without one: TensorFlow in
-the image is the CUDA build and finds the CUDA libraries it was built against, it reports no GPU
+wheels (docs/training-cluster.md, "GPU"). This machine has no GPU, so what is checked is what
+can be without one: TensorFlow in the image is the CUDA 12 / cuDNN 9 build, it reports no GPU
 here, and the image's own entrypoint trains the sandbox's tiny run on the CPU, as it would on a
-node whose GPU is missing. A run on a GPU is not claimed (docs/training-cluster.md, "GPU").
+node whose GPU is missing. A run on a GPU is not claimed.
 """
 
 from __future__ import annotations
