@@ -100,7 +100,6 @@ def test_tree_cpu_counts_the_children(tmp_path: Path) -> None:
     assert not alive(child)
 
 
-@pytest.mark.slow
 def test_a_variant_is_our_service_with_its_settings_on_top(tmp_path: Path) -> None:
     label, env = parse_variant("one model thread=CLASSIFIER_INTERPRETER_THREADS=1")
     assert (label, env) == ("one model thread", {"CLASSIFIER_INTERPRETER_THREADS": "1"})
@@ -142,6 +141,7 @@ def test_machine_times_count_busy_and_idle_ticks() -> None:
     assert total1 - total0 > idle1 - idle0 >= 0
 
 
+@pytest.mark.slow
 def test_every_peer_answers_our_probability(tiny_model_dir: Path, tmp_path: Path) -> None:
     peers = ("kserve", "litserve", "bentoml", "mlserver")
     missing = [n for n in peers if not (PEERS_DIR / n / ".synced").is_file()]
