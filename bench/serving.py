@@ -61,6 +61,12 @@ def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
+def machine_times() -> tuple[int, int]:
+    """(all, idle + iowait) CPU ticks of the whole machine since boot, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(ticks), ticks[3] + ticks[4]
+
+
 # --------------------------------------------------------------------------------------------
 # The model under test
 
@@ -360,6 +366,9 @@ class Load:
     server_cpu_ms: float = float("nan")
     # vegeta's own CPU, in cores: the client shares the machine with the server.
     client_cores: float = float("nan")
+    # The whole machine's busy share of its CPUs (server, vegeta, anything else): the rest is CPU
+    # nobody could use.
+    machine_busy: float = float("nan")
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -404,11 +413,14 @@ def attack(
     load_avg = load_average()
     server_cpu = cpu_seconds(pid) if pid is not None else None
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    all_ticks, idle_ticks = machine_times()
     wall = time.perf_counter()
     attack_proc = subprocess.run(
         argv, input=f"POST {url}{path}\n".encode(), capture_output=True, check=True
     )
     wall = time.perf_counter() - wall
+    all_after, idle_after = machine_times()
+    machine_busy = 1 - (idle_after - idle_ticks) / max(all_after - all_ticks, 1)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     client_cores = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime) / wall
     server_cpu_s = (
@@ -435,6 +447,7 @@ def attack(
             else float("nan")
         ),
         client_cores=client_cores,
+        machine_busy=machine_busy,
     )
 
 

@@ -103,12 +103,6 @@ def tree_cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
-def machine_times() -> tuple[int, int]:
-    """(all, idle + iowait) CPU ticks of the whole machine since boot, from /proc/stat."""
-    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(ticks), ticks[3] + ticks[4]
-
-
 def tree_memory_mib(pid: int, key: str = "Rss") -> float:
     """Summed Rss (or Pss: shared pages split between the processes) of the tree in MiB."""
     total = 0
@@ -369,12 +363,9 @@ def measure(spec: Spec, workdir: Path, seconds: float) -> Run:
         run.load_avg = load_average()
         attack(server.url, spec.body, 2, concurrency=4, path=spec.predict_path)  # warm-up
         for c in CONCURRENCY:
-            cpu0, (all0, idle0) = tree_cpu_seconds(pid), machine_times()
+            cpu0 = tree_cpu_seconds(pid)
             load = attack(server.url, spec.body, seconds, concurrency=c, path=spec.predict_path)
             load.server_cpu_ms = 1000 * (tree_cpu_seconds(pid) - cpu0) / max(load.requests, 1)
-            all1, idle1 = machine_times()
-            # Server, vegeta and anything else: what is left is CPU nobody could use.
-            load.extra["machine_busy"] = 1 - (idle1 - idle0) / max(all1 - all0, 1)
             run.loads[c] = load
         run.rss_peak = max(sampler.close(), rss_ready)
     finally:
@@ -700,7 +691,7 @@ def summary(results: dict[str, list[Run]], labels: dict[str, str]) -> str:
             f"| {labels[key]} | {med([peak(r) for r in runs]):.0f} | "
             f"{med([x.rps for x in c16]):.0f} | {med([x.p99_ms for x in c16]):.1f} | "
             f"{med([x.server_cpu_ms for x in c16]):.2f} | "
-            f"{100 * med([x.extra['machine_busy'] for x in c16]):.0f} % | "
+            f"{100 * med([x.machine_busy for x in c16]):.0f} % | "
             f"{med([r.loads[1].p50_ms for r in runs]):.2f} |"
         )
     return "\n".join(rows)

@@ -1,9 +1,11 @@
 """bench.serving's batch-size sweep: its report and its input check (the load itself needs
-vegeta and a model: `python -m bench.serving --batch-sizes ...`)."""
+vegeta and a model: `python -m bench.serving --batch-sizes ...`); and the machine's busy share
+that every load step records."""
 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -48,3 +50,12 @@ def test_a_batch_size_below_one_is_refused_before_anything_starts(
         serving.main(["--batch-sizes", "4", "0"])
     assert exc.value.code == 2
     assert "every size must be >= 1" in capsys.readouterr().err
+
+
+def test_machine_times_count_busy_and_idle_ticks() -> None:
+    total0, idle0 = serving.machine_times()
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # busy: the machine's total must move more than idle
+        pass
+    total1, idle1 = serving.machine_times()
+    assert total1 - total0 > idle1 - idle0 >= 0
