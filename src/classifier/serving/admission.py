@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import time
-import uuid
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -44,6 +43,7 @@ from classifier.serving.observability import (
     Receive,
     Scope,
     Send,
+    new_request_id,
 )
 from classifier.serving.settings import MiB, Settings
 
@@ -256,7 +256,7 @@ class AdmissionGate:
 
     async def _refuse(self, scope: Scope, send: Send, bodies: tuple[bytes, bytes]) -> None:
         started = time.perf_counter()
-        request_id = uuid.uuid4().hex
+        request_id = new_request_id()
         native_head, v2_body = bodies
         if is_v2(scope.get("path", "")):
             body = v2_body

@@ -99,11 +99,11 @@ class Predictor:
         self.metrics.batch_size.observe(rows.shape[0])
         return probabilities
 
-    async def _call_model(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    async def _call_model(self, *parts: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         started = time.perf_counter()
-        probabilities = await self.model.predict(rows)
+        probabilities = await self.model.predict(*parts)
         self.metrics.inference_latency.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(rows.shape[0])
+        self.metrics.batch_size.observe(sum(part.shape[0] for part in parts))
         return probabilities
 
     async def _gather(self, first: _Pending) -> list[_Pending]:
@@ -150,8 +150,7 @@ class Predictor:
             if not batch:
                 continue
             try:
-                rows = batch[0].rows if len(batch) == 1 else np.concatenate([p.rows for p in batch])
-                probabilities = await self._call_model(rows)
+                probabilities = await self._call_model(*(p.rows for p in batch))
             except Exception as exc:  # hand the failure to every waiting request
                 for pending in batch:
                     if not pending.future.done():

@@ -77,10 +77,16 @@ async def _run(service: ServiceState, names: Sequence[str], jobs: Sequence[Job])
             service.decode_pool, predictor.predict_blocking, make_rows
         )
         return Answer(probabilities, flags)
-    done = await asyncio.gather(*(loop.run_in_executor(service.decode_pool, j) for j in jobs))
-    flags = [f for _row, f in done]
+    if len(jobs) == 1:
+        # The common request. Its row goes on as a view: np.stack would copy it, and a copy
+        # that size releases the GIL, which the event loop then waits to get back.
+        row, input_flags = await loop.run_in_executor(service.decode_pool, jobs[0])
+        flags, rows = [input_flags], row[np.newaxis]
+    else:
+        done = await asyncio.gather(*(loop.run_in_executor(service.decode_pool, j) for j in jobs))
+        flags, rows = [f for _row, f in done], np.stack([row for row, _f in done])
     _screen(service, names, flags)
-    probabilities = await predictor.predict(np.stack([row for row, _f in done]))
+    probabilities = await predictor.predict(rows)
     return Answer(probabilities, flags)
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import random
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +48,17 @@ access_log = logging.getLogger("classifier.serving.access")
 
 def current_request_id() -> str | None:
     return _request_id.get()
+
+
+def new_request_id() -> str:
+    """32 random hex digits, the shape of a uuid4's hex.
+
+    Not `uuid.uuid4()`: it reads os.urandom, which releases the GIL around a syscall, and on a
+    busy server the event loop then waits for a decode thread to hand the GIL back, once per
+    request (docs/serving.md, "The event loop is the serial stage"). An id correlates log lines; it
+    is no secret, so the process's seeded Mersenne Twister is enough.
+    """
+    return f"{random.getrandbits(128):032x}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,6 +219,7 @@ class ObservabilityMiddleware:
         self.max_body_bytes = max_body_bytes
         # Builds the 413 response for a Content-Length over the cap (from errors.py, one format).
         self.too_large = too_large
+        self._label_cache: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -215,7 +227,7 @@ class ObservabilityMiddleware:
             return
         incoming = _header(scope, REQUEST_ID_HEADER.encode())
         request_id = (
-            incoming if incoming and _VALID_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+            incoming if incoming and _VALID_REQUEST_ID.match(incoming) else new_request_id()
         )
         token = _request_id.set(request_id)
         started = time.perf_counter()
@@ -247,27 +259,45 @@ class ObservabilityMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "")
-            labels = (method, template, str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.request_latency.labels(*labels).observe(elapsed)
+            count, latency = self._series(method, template, status)
+            count.inc()
+            latency.observe(elapsed)
             path = scope.get("path", "")
-            access_log.log(
-                logging.DEBUG if path in QUIET_PATHS and status < 400 else logging.INFO,
-                "%s %s %d",
-                method,
-                path,
-                status,
-                extra={
-                    "method": method,
-                    "path": path,
-                    "route": template,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                    "client": (scope.get("client") or ("", 0))[0],
-                    "request_id": request_id,
-                },
-            )
+            level = logging.DEBUG if path in QUIET_PATHS and status < 400 else logging.INFO
+            # The line's fields cost more than the check: build them only for a line written.
+            if access_log.isEnabledFor(level):
+                access_log.log(
+                    level,
+                    "%s %s %d",
+                    method,
+                    path,
+                    status,
+                    extra={
+                        "method": method,
+                        "path": path,
+                        "route": template,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "client": (scope.get("client") or ("", 0))[0],
+                        "request_id": request_id,
+                    },
+                )
             _request_id.reset(token)
+
+    def _series(self, method: str, route: str, status: int) -> tuple[Any, Any]:
+        """The request counter and latency histogram of these labels, looked up once: the
+        client's `labels()` takes a lock and validates on every call. The label set is bounded
+        (methods x route templates x statuses), as the metrics themselves are."""
+        key = (method, route, status)
+        series = self._label_cache.get(key)
+        if series is None:
+            labels = (method, route, str(status))
+            series = (
+                self.metrics.requests.labels(*labels),
+                self.metrics.request_latency.labels(*labels),
+            )
+            self._label_cache[key] = series
+        return series
 
     def _capped(self, receive: Receive) -> Receive:
         limit = self.max_body_bytes

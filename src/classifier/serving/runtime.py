@@ -180,13 +180,20 @@ class LiteRTModel:
             raise ModelNotReady()
         return self._invoke(batch)
 
-    async def predict(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Run `batch` on the interpreter thread without blocking the event loop."""
+    async def predict(self, *parts: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """P(defective) for the rows of `parts`, in order, run on the interpreter thread
+        without blocking the event loop. Several parts are joined into one batch there: a
+        copy that size releases the GIL, and on the event loop every release is a wait to
+        get it back from a decode thread (docs/serving.md, "The event loop is the serial
+        stage")."""
         executor = self._executor
         if not self.ready or executor is None:
             raise ModelNotReady()
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, self._invoke, batch)
+        return await loop.run_in_executor(executor, self._invoke_parts, parts)
+
+    def _invoke_parts(self, parts: tuple[npt.NDArray[np.float32], ...]) -> npt.NDArray[np.float32]:
+        return self._invoke(parts[0] if len(parts) == 1 else np.concatenate(parts))
 
     def close(self) -> None:
         """Back to the unloaded state; `load()` may be called again."""
