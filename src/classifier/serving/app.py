@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
 
 from classifier.serving import __version__
 from classifier.serving.admission import (
@@ -22,6 +23,7 @@ from classifier.serving.admission import (
 )
 from classifier.serving.auth import log_mode
 from classifier.serving.batching import Predictor
+from classifier.serving.direct import DirectRoutes
 from classifier.serving.errors import (
     PayloadTooLarge,
     error_response,
@@ -187,6 +189,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     _document_raw_bodies(app)
+    # Innermost: the predict route without FastAPI's per-request machinery (direct.py).
+    app.add_middleware(
+        DirectRoutes,
+        routes=[r for r in predict.router.routes if isinstance(r, APIRoute)],
+        handlers=app.exception_handlers,
+    )
     # Last added runs first. The deadline runs inside the observability middleware, so a
     # request past it is logged and counted like any other; the admission gate runs before
     # everything, so a refusal costs as little as possible (it counts itself).

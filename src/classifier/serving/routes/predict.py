@@ -12,7 +12,7 @@ import binascii
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from python_multipart.multipart import parse_options_header
 from starlette.datastructures import UploadFile
@@ -265,7 +265,9 @@ def _json_images(body: bytearray, limit: int) -> list[tuple[str, bytes]]:
         ),
     },
 )
-async def predict(request: Request) -> PredictResponse:
+async def predict(request: Request) -> Response:
+    """Served by `direct.DirectRoutes` (FastAPI documents it): takes the Request, returns a
+    Response, and encodes the body itself (`PredictResponse` is still the documented schema)."""
     service = service_of(request)
     await require_token(request, service)  # before anything else, as a dependency would
     if not service.model.ready:
@@ -308,4 +310,5 @@ async def predict(request: Request) -> PredictResponse:
                 ],
             )
         )
-    return PredictResponse(predictions=predictions, model_version=card.version)
+    body = PredictResponse(predictions=predictions, model_version=card.version).model_dump_json()
+    return Response(body, media_type="application/json")

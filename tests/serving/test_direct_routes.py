@@ -1,0 +1,149 @@
+"""The predict route served by `direct.DirectRoutes`, and FastAPI's own path for the same
+route answering alike (the direct layer must change the cost, never the answer)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import MutableMapping
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from classifier.serving import inference
+from classifier.serving.app import create_app
+from classifier.serving.direct import DirectRoutes
+from classifier.serving.settings import Settings
+
+from .conftest import png_bytes, wait_ready
+
+Message = MutableMapping[str, Any]
+
+
+def _direct_layer(app: Any) -> DirectRoutes:
+    layer = app.middleware_stack or app.build_middleware_stack()
+    while not isinstance(layer, DirectRoutes):
+        layer = getattr(layer, "app", None)
+        assert layer is not None, "no DirectRoutes in the app's middleware stack"
+    return layer
+
+
+def _multipart(data: bytes, name: str = "cell.png") -> tuple[bytes, bytes]:
+    boundary = b"direct-routes-test"
+    body = (
+        b"--" + boundary + b"\r\n"
+        b'Content-Disposition: form-data; name="files"; filename="' + name.encode() + b'"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + data + b"\r\n--" + boundary + b"--\r\n"
+    )
+    return body, b"multipart/form-data; boundary=" + boundary
+
+
+def _call(app: Any, asgi: Any, body: bytes, content_type: bytes) -> tuple[int, dict[str, Any]]:
+    """One POST /v1/predict straight into `asgi` (a layer of `app`'s stack)."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/predict",
+        "raw_path": b"/v1/predict",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+        "app": app,
+        "state": {},
+    }
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return pending.pop() if pending else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        await asgi(scope, receive, send)
+
+    asyncio.run_coroutine_threadsafe(run(), _loop_of(app)).result(timeout=30)
+    status = sent[0]["status"]
+    return status, json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+
+
+def _loop_of(app: Any) -> asyncio.AbstractEventLoop:
+    loop: asyncio.AbstractEventLoop = app.state.test_loop
+    return loop
+
+
+@pytest.fixture
+def served(settings: Settings) -> Any:
+    app = create_app(settings)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        wait_ready(client)
+        # The batcher and the model's executor belong to the TestClient's event loop.
+        app.state.test_loop = client.portal.call(asyncio.get_running_loop)  # type: ignore[union-attr]
+        yield app, client
+
+
+def test_predict_is_served_by_the_direct_layer(served: Any) -> None:
+    app, _client = served
+    assert set(_direct_layer(app).routes) == {("POST", "/v1/predict")}
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type"),
+    [
+        (png_bytes(size=(40, 40)), None),  # an answer
+        (b"not an image at all", None),  # 415: unsupported image
+        (png_bytes(size=(40, 40))[:60], None),  # 422: truncated
+        (b"{}", b"application/json"),  # 422: invalid JSON request
+        (b"x", b"text/plain"),  # 415: unsupported media type
+    ],
+)
+def test_direct_and_fastapi_paths_answer_alike(
+    served: Any, data: bytes, content_type: bytes | None
+) -> None:
+    app, _client = served
+    direct = _direct_layer(app)
+    body, multipart_type = _multipart(data)
+    if content_type is not None:
+        body, multipart_type = data, content_type
+    fast = _call(app, direct, body, multipart_type)
+    slow = _call(app, direct.app, body, multipart_type)  # FastAPI's exception layer and router
+    assert fast == slow
+    if fast[0] != 200:
+        assert fast[1]["code"] != "internal_error", fast
+
+
+def test_unexpected_failure_is_our_500_body_not_a_crash(
+    served: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _app, client = served
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("classifier.serving.routes.predict.predict_images", broken)
+    response = client.post("/v1/predict", files={"files": ("x.png", png_bytes(), "image/png")})
+    assert response.status_code == 500
+    assert response.json()["code"] == "internal_error"
+    assert "a bug" not in response.text
+    assert response.headers["x-request-id"] == response.json()["request_id"]
+    # and the server still answers
+    monkeypatch.setattr(
+        "classifier.serving.routes.predict.predict_images", inference.predict_images
+    )
+    ok = client.post("/v1/predict", files={"files": ("x.png", png_bytes(), "image/png")})
+    assert ok.status_code == 200
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_other_methods_fall_through_to_fastapi(served: Any, method: str) -> None:
+    _app, client = served
+    response = client.request(method, "/v1/predict")
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
