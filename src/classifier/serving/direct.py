@@ -4,10 +4,12 @@ FastAPI's route handling (exit stacks, dependency solving, the response's valida
 serialisation, its exception wrappers) costs the event loop about 100 us of CPU per predict
 request, more than our three middlewares together. On two cores the event loop is the serial
 stage that every request passes through twice, so that time sets the peak and the tail
-(docs/serving.md, "The event loop is the serial stage"). The route stays declared on the FastAPI
-app, so the OpenAPI document, other methods (405) and paths with a trailing slash are as they
-were; this layer only takes over requests that match it exactly, and runs the same endpoint
-function with the same error handlers, and labels metrics and logs with the same route.
+(docs/serving.md, "The event loop is the serial stage"). The route stays declared on the
+FastAPI app, so the OpenAPI document, other methods (405) and paths with a trailing slash are
+as they were; this layer only takes over requests that match it exactly, runs the same
+endpoint function with the app's own error handlers, and labels metrics and logs with the same
+route. Unlike FastAPI's outermost handler, it does not re-raise an unexpected error after
+answering 500: the handler has logged it with its traceback already.
 
 The endpoint must take the `Request` alone and return a `Response` (FastAPI passes a returned
 `Response` through unchanged, so the function serves both ways).

@@ -55,8 +55,8 @@ def new_request_id() -> str:
 
     Not `uuid.uuid4()`: it reads os.urandom, which releases the GIL around a syscall, and on a
     busy server the event loop then waits for a decode thread to hand the GIL back, once per
-    request (docs/serving.md, "The event loop is the serial stage"). An id correlates log lines; it
-    is no secret, so the process's seeded Mersenne Twister is enough.
+    request (docs/serving.md, "The event loop is the serial stage"). An id correlates log
+    lines; it is no secret, so the process's seeded Mersenne Twister is enough.
     """
     return f"{random.getrandbits(128):032x}"
 
