@@ -38,17 +38,19 @@ CALLERS = 16
 BOUNDARY = b"bench-loop-cost"
 
 
-def multipart(png: bytes) -> tuple[bytes, bytes]:
+def multipart(png: bytes, filename: str = "cell.png") -> tuple[bytes, bytes]:
+    """(body, content type) of a multipart request with one image part named `files`."""
     body = (
         b"--" + BOUNDARY + b"\r\n"
-        b'Content-Disposition: form-data; name="files"; filename="cell.png"\r\n'
+        b'Content-Disposition: form-data; name="files"; filename="' + filename.encode() + b'"\r\n'
         b"Content-Type: image/png\r\n\r\n" + png + b"\r\n--" + BOUNDARY + b"--\r\n"
     )
     return body, b"multipart/form-data; boundary=" + BOUNDARY
 
 
-async def call(app: Any, body: bytes, content_type: bytes) -> None:
-    scope: dict[str, Any] = {
+def predict_scope(content_type: bytes, content_length: int) -> dict[str, Any]:
+    """The ASGI scope of a `POST /v1/predict` as uvicorn passes it (the tests use it too)."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -61,12 +63,16 @@ async def call(app: Any, body: bytes, content_type: bytes) -> None:
         "headers": [
             (b"host", b"bench"),
             (b"content-type", content_type),
-            (b"content-length", str(len(body)).encode()),
+            (b"content-length", str(content_length).encode()),
         ],
         "client": ("127.0.0.1", 1),
         "server": ("127.0.0.1", 80),
         "state": {},
     }
+
+
+async def call(app: Any, body: bytes, content_type: bytes) -> None:
+    scope = predict_scope(content_type, len(body))
     pending = [{"type": "http.request", "body": body, "more_body": False}]
     sent: list[Message] = []
 

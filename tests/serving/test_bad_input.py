@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from bench.loop_cost import predict_scope
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -189,23 +190,7 @@ def test_oversized_upload_is_refused_before_the_body_is_read(tiny_model_dir: Pat
     async def send(message: MutableMapping[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/predict",
-        "raw_path": b"/v1/predict",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"content-type", b"multipart/form-data; boundary=b"),
-            (b"content-length", b"1000000000"),
-        ],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 8080),
-    }
+    scope = predict_scope(b"multipart/form-data; boundary=b", 1_000_000_000)
     asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 413
     assert received == []

@@ -9,6 +9,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 import pytest
+from bench.loop_cost import multipart, predict_scope
 from fastapi.testclient import TestClient
 
 from classifier.serving import inference
@@ -29,34 +30,9 @@ def _direct_layer(app: Any) -> DirectRoutes:
     return layer
 
 
-def _multipart(data: bytes, name: str = "cell.png") -> tuple[bytes, bytes]:
-    boundary = b"direct-routes-test"
-    body = (
-        b"--" + boundary + b"\r\n"
-        b'Content-Disposition: form-data; name="files"; filename="' + name.encode() + b'"\r\n'
-        b"Content-Type: image/png\r\n\r\n" + data + b"\r\n--" + boundary + b"--\r\n"
-    )
-    return body, b"multipart/form-data; boundary=" + boundary
-
-
 def _call(app: Any, asgi: Any, body: bytes, content_type: bytes) -> tuple[int, dict[str, Any]]:
     """One POST /v1/predict straight into `asgi` (a layer of `app`'s stack)."""
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/predict",
-        "raw_path": b"/v1/predict",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
-        "client": ("127.0.0.1", 1),
-        "server": ("127.0.0.1", 80),
-        "app": app,
-        "state": {},
-    }
+    scope = {**predict_scope(content_type, len(body)), "app": app}
     pending = [{"type": "http.request", "body": body, "more_body": False}]
     sent: list[Message] = []
 
@@ -109,11 +85,9 @@ def test_direct_and_fastapi_paths_answer_alike(
 ) -> None:
     app, _client = served
     direct = _direct_layer(app)
-    body, multipart_type = _multipart(data)
-    if content_type is not None:
-        body, multipart_type = data, content_type
-    fast = _call(app, direct, body, multipart_type)
-    slow = _call(app, direct.app, body, multipart_type)  # FastAPI's exception layer and router
+    body, kind = multipart(data) if content_type is None else (data, content_type)
+    fast = _call(app, direct, body, kind)
+    slow = _call(app, direct.app, body, kind)  # FastAPI's exception layer and router
     assert fast == slow
     if fast[0] != 200:
         assert fast[1]["code"] != "internal_error", fast
