@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 from pathlib import Path
@@ -32,7 +31,7 @@ def test_load_sets_ready_and_predicts_any_batch_size(tiny_model_dir: Path) -> No
     one_by_one = np.concatenate([model.predict_sync(batch[i : i + 1]) for i in range(5)])
     assert together.shape == (5,)
     np.testing.assert_allclose(together, one_by_one, atol=1e-6)
-    assert asyncio.run(model.predict(batch[:2])).shape == (2,)
+    np.testing.assert_allclose(model.predict_sync(batch[:2], batch[2:]), together, atol=1e-6)
     model.close()
     assert not model.ready
 

@@ -1,10 +1,14 @@
 """Micro-batching: coalesce concurrent predict requests into one model call.
 
-A single worker task takes the first queued request, then gathers more until the batch holds
-`max_batch_size` images or `max_wait` has passed (with `max_wait` = 0 it takes only what is
-already queued, so a lone request never waits). While one batch runs on the interpreter thread,
-new requests queue up and form the next batch: under load batches grow by themselves.
-Whether this pays off is measured in bench/serving.py and recorded in docs/serving.md.
+Batches form on a thread, not on the event loop. A request's rows are put straight into a
+thread-safe queue by whoever made them (the decode thread, for an image), and one batcher thread
+takes the first queued request, gathers more until the batch holds `max_batch_size` images or
+`max_wait` has passed (with `max_wait` = 0 it takes only what is already queued, so a lone
+request never waits), calls the model, and hands every answer of the batch back to the event
+loop in one wake-up. While one batch runs, new requests queue up and form the next: under load
+batches grow by themselves. The event loop's part is one submit and one wake-up per request,
+because it is the serial stage of the service (docs/serving.md, "The event loop is the serial
+stage"). Whether batching pays off is measured in bench/serving.py (docs/serving.md).
 
 The queue is bounded (`max_queue`, the admission limit: every queued request holds a slot, so
 it never fills in practice; the bound makes that explicit), and a request whose caller gave up
@@ -14,10 +18,13 @@ it never fills in practice; the bound makes that explicit), and a request whose 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
@@ -26,15 +33,38 @@ from classifier.serving.errors import Overloaded
 from classifier.serving.observability import Metrics
 from classifier.serving.runtime import LiteRTModel
 
+Rows = npt.NDArray[np.float32]
+
 
 @dataclass
 class _Pending:
-    rows: npt.NDArray[np.float32]
-    future: asyncio.Future[npt.NDArray[np.float32]] = field(repr=False)
+    rows: Rows
+    future: asyncio.Future[Rows] = field(repr=False)
+
+
+_STOP: Final = object()  # put by stop(): the batcher thread ends once what is ahead is done
+
+
+def _answer(batch: list[_Pending], probabilities: Rows) -> None:
+    """On the event loop: each request gets its own rows' answers (unless it gave up)."""
+    offset = 0
+    for pending in batch:
+        n = pending.rows.shape[0]
+        if not pending.future.done():
+            pending.future.set_result(probabilities[offset : offset + n])
+        offset += n
+
+
+def _fail(futures: list[asyncio.Future[Rows]], exc: BaseException) -> None:
+    """On the event loop: hand one failure to every request that still waits."""
+    for future in futures:
+        if not future.done():
+            future.set_exception(exc)
 
 
 class Predictor:
-    """What routes call: `await predictor.predict(rows)`. Batches when `max_batch_size` > 1."""
+    """What the request path calls. Batching on (`max_batch_size` > 1): `submit` from any
+    thread, or `await predict(rows)` on the loop. Off: `predict_blocking` on a worker thread."""
 
     def __init__(
         self,
@@ -50,118 +80,125 @@ class Predictor:
         self.metrics = metrics
         self.max_batch_size = max_batch_size
         self.max_wait = max_wait_ms / 1000.0
-        self._queue: asyncio.Queue[_Pending] | None = None
-        self._worker: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: queue.Queue[_Pending | object] | None = None
+        self._thread: threading.Thread | None = None
         # A request that did not fit the previous batch; it starts the next one.
-        self._carry: _Pending | None = None
+        self._carry: _Pending | object | None = None
 
     @property
     def batching(self) -> bool:
         return self.max_batch_size > 1
 
     def start(self) -> None:
-        if self.batching and self._worker is None:
-            self._queue = asyncio.Queue(maxsize=self.max_queue)
-            self._worker = asyncio.create_task(self._run(), name="micro-batcher")
+        """Start the batcher thread; called on the event loop that will await the answers."""
+        if self.batching and self._thread is None:
+            self._loop = asyncio.get_running_loop()
+            self._queue = queue.Queue(maxsize=self.max_queue)
+            self._carry = None
+            self._thread = threading.Thread(target=self._serve, name="micro-batcher", daemon=True)
+            self._thread.start()
 
     async def stop(self) -> None:
-        """Stop the worker after the queue is drained (called once in-flight requests are done)."""
-        if self._worker is None or self._queue is None:
+        """Stop the batcher thread after what is queued has been answered (called once
+        in-flight requests are done)."""
+        if self._thread is None or self._queue is None or self._loop is None:
             return
-        await self._queue.join()
-        self._worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._worker
-        self._worker = None
+        thread, requests = self._thread, self._queue
+        # Blocking puts and the join run off the loop: the loop must stay free to take the
+        # last answers the thread hands back.
+        await self._loop.run_in_executor(None, requests.put, _STOP)
+        await self._loop.run_in_executor(None, thread.join)
+        self._thread = None
         self._queue = None
 
-    async def predict(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def submit(self, rows: Rows, future: asyncio.Future[Rows]) -> None:
+        """Queue `rows`; the batcher sets `future` (a future of the loop given to `start`).
+        Safe from any thread. Raises Overloaded when the queue is full."""
         if self._queue is None:
-            return await self._call_model(rows)
-        future: asyncio.Future[npt.NDArray[np.float32]] = asyncio.get_running_loop().create_future()
+            raise RuntimeError("Predictor.submit before start(), or with batching off")
         try:
             self._queue.put_nowait(_Pending(rows, future))
-        except asyncio.QueueFull:
+        except queue.Full:
             raise Overloaded(
                 f"the inference queue is full ({self.max_queue} requests); retry shortly",
                 headers={"Retry-After": "1"},
             ) from None
+
+    def fail(self, future: asyncio.Future[Rows], exc: BaseException) -> None:
+        """From a worker thread: the request failed before it reached the queue."""
+        if self._loop is None:
+            raise RuntimeError("Predictor.fail before start()")
+        self._loop.call_soon_threadsafe(_fail, [future], exc)
+
+    async def predict(self, rows: Rows) -> Rows:
+        """P(defective) per row, batched with other requests when batching is on."""
+        if self._queue is None:
+            return await asyncio.get_running_loop().run_in_executor(None, self._call_model, [rows])
+        future: asyncio.Future[Rows] = asyncio.get_running_loop().create_future()
+        self.submit(rows, future)
         return await future
 
-    def predict_blocking(
-        self, make_rows: Callable[[], npt.NDArray[np.float32]]
-    ) -> npt.NDArray[np.float32]:
+    def predict_blocking(self, make_rows: Callable[[], Rows]) -> Rows:
         """Batching off: build the rows and call the model in the calling (worker) thread."""
-        rows = make_rows()
-        started = time.perf_counter()
-        probabilities = self.model.predict_sync(rows)
-        self.metrics.inference_latency.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(rows.shape[0])
-        return probabilities
+        return self._call_model([make_rows()])
 
-    async def _call_model(self, *parts: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    def _call_model(self, parts: list[Rows]) -> Rows:
         started = time.perf_counter()
-        probabilities = await self.model.predict(*parts)
+        probabilities = self.model.predict_sync(*parts)
         self.metrics.inference_latency.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(sum(part.shape[0] for part in parts))
         return probabilities
 
-    async def _gather(self, first: _Pending) -> list[_Pending]:
+    def _next(self, timeout: float | None) -> _Pending | object | None:
+        """The next queued item, the carried one first; None when `timeout` passes first."""
         assert self._queue is not None  # noqa: S101
+        if self._carry is not None:
+            item, self._carry = self._carry, None
+            return item
+        try:
+            return self._queue.get(timeout=timeout) if timeout != 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _gather(self, first: _Pending) -> list[_Pending]:
         batch, size = [first], first.rows.shape[0]
         deadline = time.monotonic() + self.max_wait
         while size < self.max_batch_size:
-            try:
-                nxt = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                try:
-                    nxt = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    break
-            if nxt.future.done():  # cancelled: its caller gave up while it waited
-                self._queue.task_done()
-                continue
-            if size + nxt.rows.shape[0] > self.max_batch_size:
-                # Keep request order; this one starts the next batch.
+            nxt = self._next(max(0.0, deadline - time.monotonic()))
+            if nxt is None:
+                break
+            if not isinstance(nxt, _Pending) or size + nxt.rows.shape[0] > self.max_batch_size:
+                # Keep request order: this one starts the next batch (or stops the thread).
                 self._carry = nxt
                 break
-            batch.append(nxt)
-            size += nxt.rows.shape[0]
+            if not nxt.future.done():  # done = cancelled: its caller gave up while it waited
+                batch.append(nxt)
+                size += nxt.rows.shape[0]
         return batch
 
-    async def _run(self) -> None:
-        assert self._queue is not None  # noqa: S101
+    def _serve(self) -> None:
+        """The batcher thread: gather, call the model, hand the answers to the loop."""
+        assert self._loop is not None  # noqa: S101
+        loop = self._loop
         while True:
-            if self._carry is not None:
-                first, self._carry = self._carry, None
-            else:
-                first = await self._queue.get()
+            first = self._next(None)
+            if not isinstance(first, _Pending):
+                return  # _STOP: everything queued before it has been answered
             if first.future.done():  # cancelled while queued: no model call for it
-                self._queue.task_done()
                 continue
-            gathered = await self._gather(first)
+            gathered = self._gather(first)
             # Requests cancelled while the batch waited for company get no model call either.
             batch = [p for p in gathered if not p.future.done()]
-            for _ in range(len(gathered) - len(batch)):
-                self._queue.task_done()
             if not batch:
                 continue
             try:
-                probabilities = await self._call_model(*(p.rows for p in batch))
-            except Exception as exc:  # hand the failure to every waiting request
-                for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(exc)
+                probabilities = self._call_model([p.rows for p in batch])
+            except Exception as exc:  # every request of the batch gets the failure
+                answer: Callable[[], object] = partial(_fail, [p.future for p in batch], exc)
             else:
-                offset = 0
-                for pending in batch:
-                    n = pending.rows.shape[0]
-                    if not pending.future.done():  # the client may have gone away
-                        pending.future.set_result(probabilities[offset : offset + n])
-                    offset += n
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+                answer = partial(_answer, batch, probabilities)
+            try:
+                loop.call_soon_threadsafe(answer)
+            except RuntimeError:  # the loop closed without stop(): nobody is waiting
+                return

@@ -3,9 +3,10 @@ image files or preprocessed rows -> out-of-distribution screening -> (micro-batc
 
 Decoding, preprocessing and screening never run on the event loop. With micro-batching off, one
 worker thread does all of a request's work and calls the model (serialised by the interpreter's
-lock): a single thread hop per request. With it on, images are decoded in parallel on the pool
-and the rows go to the batcher. Each hop costs a wake-up and a GIL hand-over; measured in
-docs/serving.md ("Micro-batching: the decision").
+lock). With it on, the worker thread that decoded a single image queues its row for the batcher
+thread itself; the images of a larger request are decoded in parallel and queued together.
+Either way the event loop submits once and wakes once per single-image request: each wake-up
+costs the loop CPU and a GIL hand-over (docs/serving.md, "The event loop is the serial stage").
 """
 
 from __future__ import annotations
@@ -78,13 +79,28 @@ async def _run(service: ServiceState, names: Sequence[str], jobs: Sequence[Job])
         )
         return Answer(probabilities, flags)
     if len(jobs) == 1:
-        # The common request. Its row goes on as a view: np.stack would copy it, and a copy
-        # that size releases the GIL, which the event loop then waits to get back.
-        row, input_flags = await loop.run_in_executor(service.decode_pool, jobs[0])
-        flags, rows = [input_flags], row[np.newaxis]
-    else:
-        done = await asyncio.gather(*(loop.run_in_executor(service.decode_pool, j) for j in jobs))
-        flags, rows = [f for _row, f in done], np.stack([row for row, _f in done])
+        # The common request: the decode thread screens the row and queues it for the batcher
+        # itself, so the event loop submits once and wakes once, for the answer (it is the
+        # serial stage: docs/serving.md). The row goes on as a view, not copied by np.stack.
+        future: asyncio.Future[Rows] = loop.create_future()
+        single: list[list[ood.Flag]] = []
+
+        def decode_and_queue() -> None:
+            if future.done():  # the caller gave up while the job waited for a thread
+                return
+            try:
+                row, input_flags = jobs[0]()
+                single.append(input_flags)
+                _screen(service, names, single)  # a refusal leaves before the model call
+                predictor.submit(row[np.newaxis], future)
+            except Exception as exc:
+                predictor.fail(future, exc)
+
+        service.decode_pool.submit(decode_and_queue)
+        probabilities = await future
+        return Answer(probabilities, single)
+    done = await asyncio.gather(*(loop.run_in_executor(service.decode_pool, j) for j in jobs))
+    flags, rows = [f for _row, f in done], np.stack([row for row, _f in done])
     _screen(service, names, flags)
     probabilities = await predictor.predict(rows)
     return Answer(probabilities, flags)

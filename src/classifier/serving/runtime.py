@@ -2,17 +2,16 @@
 
 `load()` reads the model card and the .tflite file, checks they agree, warms the interpreter up
 and only then sets `ready`; readiness reports it. A LiteRT interpreter is not thread-safe, so
-every call runs on one dedicated thread (the interpreter itself uses `threads` CPU threads
-inside each call). No TensorFlow here: `ai_edge_litert` is the whole runtime.
+calls are serialised by a lock, and with micro-batching on only the batcher thread makes them
+(the interpreter itself uses `threads` CPU threads inside each call). No TensorFlow here:
+`ai_edge_litert` is the whole runtime.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +65,9 @@ class LiteRTModel:
         self._input_index = 0
         self._output_index = 0
         self._batch_in_place = 0
-        self._lock = threading.Lock()  # belt and braces: the executor already serialises calls
-        # One thread owns the interpreter; calls are queued to it from the event loop. Made by
-        # load() and ended by close(), so the lifecycle can run again (tests restart lifespans).
-        self._executor: ThreadPoolExecutor | None = None
+        # The interpreter is not thread-safe: every use holds this lock. With micro-batching on,
+        # only the batcher thread calls the model, so it is never contended there.
+        self._lock = threading.Lock()
 
     @property
     def card(self) -> ModelCard:
@@ -127,7 +125,6 @@ class LiteRTModel:
             self._input_index = int(inputs[0]["index"])
             self._output_index = int(outputs[0]["index"])
             self._card = card
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litert")
         self._warm_up(expected)
         self.load_seconds = time.perf_counter() - started
         self.ready = True
@@ -174,33 +171,19 @@ class LiteRTModel:
             out = self._interpreter.get_tensor(self._output_index)
         return np.asarray(out, dtype=np.float32).reshape(n)
 
-    def predict_sync(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """P(defective) for each row of `batch` (N, H, W, 1). Blocking: call via `predict`."""
+    def predict_sync(self, *parts: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """P(defective) for the rows of `parts` (each (N, H, W, C)), in order, as one batch.
+        Blocking: call it from a worker thread (the batcher's, or a decode thread with batching
+        off), never on the event loop. Joining the parts here, and not on the loop, matters: a
+        copy that size releases the GIL, and on the event loop every release is a wait to get
+        it back (docs/serving.md, "The event loop is the serial stage")."""
         if not self.ready:
             raise ModelNotReady()
-        return self._invoke(batch)
-
-    async def predict(self, *parts: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """P(defective) for the rows of `parts`, in order, run on the interpreter thread
-        without blocking the event loop. Several parts are joined into one batch there: a
-        copy that size releases the GIL, and on the event loop every release is a wait to
-        get it back from a decode thread (docs/serving.md, "The event loop is the serial
-        stage")."""
-        executor = self._executor
-        if not self.ready or executor is None:
-            raise ModelNotReady()
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(executor, self._invoke_parts, parts)
-
-    def _invoke_parts(self, parts: tuple[npt.NDArray[np.float32], ...]) -> npt.NDArray[np.float32]:
         return self._invoke(parts[0] if len(parts) == 1 else np.concatenate(parts))
 
     def close(self) -> None:
         """Back to the unloaded state; `load()` may be called again."""
         self.ready = False
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
         with self._lock:
             self._interpreter = None
             self._batch_in_place = 0
