@@ -6,7 +6,8 @@
    threads, and 1 thread) and the service's `decode_image` (PNG decode + preprocess).
 2. The service on defaults under vegeta (closed loop, c=16): CPU per request of each of its
    threads from /proc/<pid>/task: the event loop (HTTP, multipart, routing, middleware, JSON,
-   batcher), the decode pool, the interpreter thread, and the interpreter's worker threads.
+   answers), the decode pool, the batcher thread (it calls the model), and the interpreter's
+   worker threads.
 3. The same service again with cProfile on its event-loop thread, timed by that thread's CPU
    clock (`time.thread_time`, so waiting in epoll costs nothing): each function's own time by
    the component its file belongs to, scaled to the unprofiled event-loop CPU per request
@@ -63,7 +64,7 @@ COMPONENTS: list[tuple[str, str]] = [
 
 
 def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds by thread group: event loop (main), decode pool, interpreter, the rest."""
+    """CPU seconds by thread group: event loop (main), decode pool, batcher, the rest."""
     groups: defaultdict[str, float] = defaultdict(float)
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -77,8 +78,8 @@ def thread_cpu(pid: int) -> dict[str, float]:
             group = LOOP
         elif name.startswith("decode"):
             group = "decode pool (decode + preprocess)"
-        elif name.startswith("litert"):
-            group = "interpreter thread (model call)"
+        elif name.startswith("micro-batch"):
+            group = "batcher thread (model call)"
         elif name.startswith(("python", "uvloop", "asyncio")):
             # pthreadpool's workers take the name of the thread that created them: the one
             # that loaded the model (asyncio.to_thread in the lifespan).
@@ -98,7 +99,7 @@ def component(where: str) -> str:
 
 def name_os_threads() -> None:
     """Give each Python thread its name at the OS level too (Python 3.11 does not), so
-    /proc/<pid>/task/*/comm tells the decode pool from the interpreter thread."""
+    /proc/<pid>/task/*/comm tells the decode pool from the batcher thread."""
     import ctypes
     import threading
 
@@ -176,7 +177,6 @@ def service_env(model_dir: Path, port: int) -> dict[str, str]:
         "CLASSIFIER_ALLOW_UNAUTHENTICATED": "true",
         "CLASSIFIER_HOST": "127.0.0.1",
         "CLASSIFIER_PORT": str(port),
-        "CLASSIFIER_LOG_LEVEL": "warning",
     }
 
 
