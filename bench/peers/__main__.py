@@ -223,7 +223,8 @@ def specs(png: bytes, model_dir: Path, threads: int, workdir: Path) -> list[Spec
             "CLASSIFIER_ALLOW_UNAUTHENTICATED": "true",
             "CLASSIFIER_HOST": "127.0.0.1",
             "CLASSIFIER_PORT": str(port),
-            "CLASSIFIER_LOG_LEVEL": "warning",
+            # LOG_LEVEL stays at its default (info: a JSON access line per request), as the
+            # peers keep theirs: the targets are for the defaults.
         }
 
     def kserve(port: int, _work: Path) -> tuple[list[str], dict[str, str]]:
