@@ -1,5 +1,5 @@
-"""bench.loop_cost on the tiny model: both arms answer, and the FastAPI arm really bypasses
-the direct layer (its route table is emptied), so the comparison compares two paths."""
+"""bench.loop_cost on the tiny model: both arms answer on both APIs, and the FastAPI arm really
+bypasses the direct layer (its route table is emptied), so the comparison compares two paths."""
 
 from __future__ import annotations
 
@@ -26,16 +26,19 @@ def test_one_round_measures_both_paths(
 
     monkeypatch.setattr(fastapi.routing, "solve_dependencies", counting)
     results = uvloop.run(loop_cost.run(tiny_model_dir, rounds=1, per_caller=2))
-    # the FastAPI arm's requests only: warm-up (10 each) and the round (2 each), 16 callers
-    assert len(solved) == loop_cost.CALLERS * (10 + 2)
-    assert list(results) == ["as shipped (direct route)", "FastAPI's route"]
+    # the FastAPI arm's requests only: warm-up (10 each) and the round (2 each), 16 callers,
+    # on each of the two APIs
+    assert len(solved) == loop_cost.CALLERS * (10 + 2) * 2
+    assert list(results) == [
+        (api, app) for api in loop_cost.APIS for app in (loop_cost.SHIPPED, loop_cost.FASTAPI)
+    ]
     for samples in results.values():
         ((cpu_us, rps),) = samples
         assert cpu_us > 0
         assert rps > 0
     markdown = loop_cost.report(results, 1, 2, "tiny")
-    assert "| as shipped (direct route) |" in markdown
-    assert "event-loop CPU" in markdown
+    assert "| Open Inference Protocol (JSON) | as shipped (direct route) |" in markdown
+    assert markdown.count("direct / FastAPI's route") == 2
 
 
 @pytest.mark.parametrize("argv", [["--rounds", "0"], ["--requests", "0"]])

@@ -1,9 +1,10 @@
-"""The predict route served by `direct.DirectRoutes`, and FastAPI's own path for the same
-route answering alike (the direct layer must change the cost, never the answer)."""
+"""The inference routes served by `direct.DirectRoutes`, and FastAPI's own path for the same
+routes answering alike (the direct layer must change the cost, never the answer)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import MutableMapping
 from typing import Any
@@ -30,9 +31,12 @@ def _direct_layer(app: Any) -> DirectRoutes:
     return layer
 
 
-def _call(app: Any, asgi: Any, body: bytes, content_type: bytes) -> tuple[int, dict[str, Any]]:
-    """One POST /v1/predict straight into `asgi` (a layer of `app`'s stack)."""
+def _call(
+    app: Any, asgi: Any, body: bytes, content_type: bytes, path: str = "/v1/predict"
+) -> tuple[int, dict[str, Any]]:
+    """One POST to `path` straight into `asgi` (a layer of `app`'s stack)."""
     scope = {**predict_scope(content_type, len(body)), "app": app}
+    scope.update(path=path, raw_path=path.encode())
     pending = [{"type": "http.request", "body": body, "more_body": False}]
     sent: list[Message] = []
 
@@ -65,9 +69,14 @@ def served(settings: Settings) -> Any:
         yield app, client
 
 
-def test_predict_is_served_by_the_direct_layer(served: Any) -> None:
+def test_the_inference_routes_are_served_by_the_direct_layer(served: Any) -> None:
     app, _client = served
-    assert set(_direct_layer(app).routes) == {("POST", "/v1/predict")}
+    routes = {(m, r.path) for r in _direct_layer(app).routes for m in r.methods}
+    assert routes == {
+        ("POST", "/v1/predict"),
+        ("POST", "/v2/models/{model_name}/infer"),
+        ("POST", "/v2/models/{model_name}/versions/{model_version}/infer"),
+    }
 
 
 @pytest.mark.parametrize(
@@ -121,3 +130,61 @@ def test_other_methods_fall_through_to_fastapi(served: Any, method: str) -> None
     response = client.request(method, "/v1/predict")
     assert response.status_code == 405
     assert response.json()["code"] == "method_not_allowed"
+
+
+def _infer_body(name: str, datatype: str, shape: list[int], data: list[Any]) -> bytes:
+    return json.dumps(
+        {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
+    ).encode()
+
+
+PNG_B64 = base64.b64encode(png_bytes(size=(40, 40))).decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # an answer, on the model's path and on its version's
+        ("/v2/models/{name}/infer", _infer_body("image", "BYTES", [1], [PNG_B64])),
+        (
+            "/v2/models/{name}/versions/{version}/infer",
+            _infer_body("image", "BYTES", [1], [PNG_B64]),
+        ),
+        # 404: another model, another version
+        ("/v2/models/other/infer", _infer_body("image", "BYTES", [1], [PNG_B64])),
+        (
+            "/v2/models/{name}/versions/0/infer",
+            _infer_body("image", "BYTES", [1], [PNG_B64]),
+        ),
+        # 400: not the protocol, the wrong datatype, the wrong shape
+        ("/v2/models/{name}/infer", b"{}"),
+        ("/v2/models/{name}/infer", _infer_body("image", "FP32", [1], [0.5])),
+        ("/v2/models/{name}/infer", _infer_body("input", "FP32", [1, 3], [0, 0, 0])),
+        # 415: bytes that are no image
+        ("/v2/models/{name}/infer", _infer_body("image", "BYTES", [1], ["eA=="])),
+    ],
+)
+def test_direct_and_fastapi_paths_answer_protocol_requests_alike(
+    served: Any, path: str, body: bytes
+) -> None:
+    app, client = served
+    card = client.get("/v1/model").json()
+    path = path.format(name=card["name"], version=card["version"])
+    direct = _direct_layer(app)
+    fast = _call(app, direct, body, b"application/json", path)
+    slow = _call(app, direct.app, body, b"application/json", path)
+    assert fast == slow
+    assert fast[0] in {200, 400, 404, 415}, fast
+    if fast[0] == 200:
+        assert fast[1]["model_name"] == card["name"]
+    else:
+        assert set(fast[1]) == {"error"}, fast  # the protocol's error body
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT"])
+def test_other_methods_on_infer_fall_through_to_fastapi(served: Any, method: str) -> None:
+    _app, client = served
+    name = client.get("/v1/model").json()["name"]
+    response = client.request(method, f"/v2/models/{name}/infer")
+    assert response.status_code == 405
+    assert set(response.json()) == {"error"}

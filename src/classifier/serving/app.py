@@ -189,10 +189,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
     _document_raw_bodies(app)
-    # Innermost: the predict route without FastAPI's per-request machinery (direct.py).
+    # Innermost: the inference routes without FastAPI's per-request machinery (direct.py).
+    inference_routes = [*predict.router.routes, *v2_models.router.routes]
     app.add_middleware(
         DirectRoutes,
-        routes=[r for r in predict.router.routes if isinstance(r, APIRoute)],
+        routes=[
+            r
+            for r in inference_routes
+            if isinstance(r, APIRoute) and r.endpoint in (predict.predict, v2_models.infer)
+        ],
         handlers=app.exception_handlers,
     )
     # Last added runs first. The deadline runs inside the observability middleware, so a
