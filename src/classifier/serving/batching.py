@@ -8,7 +8,8 @@ request never waits), calls the model, and hands every answer of the batch back 
 loop in one wake-up. While one batch runs, new requests queue up and form the next: under load
 batches grow by themselves. The event loop's part is one submit and one wake-up per request,
 because it is the serial stage of the service (docs/serving.md, "The event loop is the serial
-stage"). Whether batching pays off is measured in bench/serving.py (docs/serving.md).
+stage"). Whether batching pays off is measured side by side with it off (docs/serving.md,
+"Micro-batching: the decision").
 
 The queue is bounded (`max_queue`, the admission limit: every queued request holds a slot, so
 it never fills in practice; the bound makes that explicit), and a request whose caller gave up
