@@ -35,8 +35,7 @@ def _call(
     app: Any, asgi: Any, body: bytes, content_type: bytes, path: str = "/v1/predict"
 ) -> tuple[int, dict[str, Any]]:
     """One POST to `path` straight into `asgi` (a layer of `app`'s stack)."""
-    scope = {**predict_scope(content_type, len(body)), "app": app}
-    scope.update(path=path, raw_path=path.encode())
+    scope = {**predict_scope(content_type, len(body), path), "app": app}
     pending = [{"type": "http.request", "body": body, "more_body": False}]
     sent: list[Message] = []
 

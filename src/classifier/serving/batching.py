@@ -158,7 +158,7 @@ class Predictor:
             item, self._carry = self._carry, None
             return item
         try:
-            return self._queue.get(timeout=timeout) if timeout != 0 else self._queue.get_nowait()
+            return self._queue.get(timeout=timeout)  # 0: only what is queued already
         except queue.Empty:
             return None
 
