@@ -9,6 +9,13 @@ with params.yaml's `train` section, evaluation on that seed's test split. Report
 balanced accuracy, ROC AUC and F1 per seed and as mean +/- std, the same per cell type, training
 wall time, and the model's size (.tflite bytes) and FLOPs per image. Rewrites the
 `model-quality` section of docs/benchmarks.md. Slow: one full training per seed.
+
+The operating threshold is a recipe choice, so the section also scores each split's test
+predictions over a grid of thresholds (mean, and the lowest split, of accuracy, balanced
+accuracy, precision and recall), and what the validation rule of `bench.operating_threshold`
+picks on each split seed and gets on its test split. Each seed's predictions (test: averaged
+model; validation: member 1) are kept in `build/bench-model/SECTION/seed-S.npz`, so another
+threshold rule can be judged on them without training again.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from bench.operating_threshold import Row, held_out_member, pick, threshold_table
 from bench.report import machine_line, section_name, write_section
 from bench.trials import apply_override, split_and_train
 from classifier.pipeline.common import input_channels, load_params
@@ -31,6 +39,9 @@ from classifier.pipeline.recipe import Recipe
 # electroluminescence images", Solar Energy 185 (2019): same data, same 75/25 protocol.
 PAPER = {"CNN (VGG-19, ImageNet-pretrained, GPU)": 0.8842, "SVM (hand-crafted features)": 0.8244}
 HEADLINE = ("accuracy", "balanced_accuracy", "roc_auc", "f1")
+# The thresholds scored on every split (bench.operating_threshold's default grid).
+THRESHOLDS = [round(0.2 + 0.05 * i, 2) for i in range(9)]
+KEPT = Path("build/bench-model")  # each seed's predictions, under the section's name
 
 
 def flops_per_image(model: Any) -> int:
@@ -60,20 +71,93 @@ def run_seed(seed: int, params: dict[str, Any], workdir: Path) -> dict[str, Any]
     out = workdir / f"seed-{seed}"
     trained = split_and_train(params, seed, out)
     model = trained.model
-    test = load_split(out, "test")
+    test, val = load_split(out, "test"), load_split(out, "val")
     p = model.predict(test["x"], batch_size=64, verbose=0).ravel()
     # The model's decision is the operating point, as in the pipeline's evaluate stage.
     metrics = evaluate_predictions(test["y"], p, test["type"], operating_threshold(params))
+    # The validation rule reads member 1 only: with cross_fold, member 2 fitted val.
+    p_val = held_out_member(model).predict(val["x"], batch_size=64, verbose=0).ravel()
     tflite = export_tflite(model, out / "model.tflite")
     return {
         "seed": seed,
         "metrics": metrics,
+        "predictions": {
+            "test_p": p,
+            "test_y": test["y"],
+            "test_type": test["type"],
+            "test_expert_p": test["p"],
+            "val_member1_p": p_val,
+            "val_y": val["y"],
+        },
         "train_seconds": trained.seconds,
         "epochs": max(len(h["loss"]) for h in trained.histories),
         "tflite_bytes": tflite.stat().st_size,
         "flops": flops_per_image(model),
         "parameters": int(model.count_params()),
     }
+
+
+def keep_predictions(result: dict[str, Any], section: str) -> Path:
+    """Write one seed's predictions to build/bench-model/SECTION/seed-S.npz."""
+    import numpy as np
+
+    path = KEPT / section / f"seed-{result['seed']}.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **result["predictions"])
+    return path
+
+
+def threshold_rows(result: dict[str, Any]) -> list[Row]:
+    pred = result["predictions"]
+    return threshold_table(pred["test_y"], pred["test_p"], THRESHOLDS)
+
+
+def validation_pick(result: dict[str, Any]) -> Row:
+    """The rule's pick on this seed's validation split (member 1), as the test split scores it."""
+    pred = result["predictions"]
+    chosen = pick(threshold_table(pred["val_y"], pred["val_member1_p"], THRESHOLDS))
+    return next(row for row in threshold_rows(result) if row.threshold == chosen.threshold)
+
+
+def threshold_section(results: list[dict[str, Any]], current: float) -> list[str]:
+    """The grid over the split seeds' test sets, and the validation rule's pick per seed."""
+    per_seed = [threshold_rows(r) for r in results]
+    lines = [
+        "",
+        f"The operating threshold on the same test splits (now {current:g}, in bold): mean "
+        "over the split seeds, and the lowest split's accuracy. A cell is called defective "
+        "when P(defective) > threshold.",
+        "",
+        "| threshold | accuracy | lowest split | balanced acc. | precision | recall "
+        "| missed | false alarms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, t in enumerate(THRESHOLDS):
+        rows = [seed_rows[i] for seed_rows in per_seed]
+        mark = "**" if abs(t - current) < 1e-9 else ""
+
+        def mean(key: str, rows: list[Row] = rows) -> float:
+            return statistics.mean(float(getattr(row, key)) for row in rows)
+
+        lines.append(
+            f"| {mark}{t:g}{mark} | {mean('accuracy'):.4f} "
+            f"| {min(row.accuracy for row in rows):.4f} | {mean('balanced_accuracy'):.4f} "
+            f"| {mean('precision'):.3f} | {mean('recall'):.3f} | {mean('missed'):.1f} "
+            f"| {mean('false_alarms'):.1f} |"
+        )
+    picks = [(r["seed"], validation_pick(r)) for r in results]
+    lines += [
+        "",
+        "The validation rule (`bench.operating_threshold`: the highest balanced accuracy of "
+        "member 1 on the validation split) per split seed, scored on that seed's test split: "
+        + "; ".join(
+            f"{seed}: {row.threshold:g} (accuracy {row.accuracy:.4f}, balanced "
+            f"{row.balanced_accuracy:.4f}, recall {row.recall:.3f})"
+            for seed, row in picks
+        )
+        + ".",
+    ]
+    return lines
 
 
 def mean_std(values: list[float]) -> str:
@@ -124,6 +208,8 @@ def render(
     planned: list[int] | None = None,
 ) -> str:
     """The docs/benchmarks.md section; `planned` (the --seeds) marks a run not yet finished."""
+    from classifier.pipeline.evaluate import operating_threshold
+
     base, recipe = params["base"], Recipe.from_params(params)
     test, val = (
         round(100 * float(params["prepare"][k])) for k in ("test_fraction", "val_fraction")
@@ -154,16 +240,16 @@ def render(
             else []
         ),
         "",
-        "| split seed | accuracy | balanced acc. | ROC AUC | F1 | mono acc. | poly acc. "
-        "| epochs | train time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| split seed | accuracy | balanced acc. | recall (defective) | precision | ROC AUC "
+        "| F1 | mono acc. | poly acc. | epochs | train time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         m = r["metrics"]
         per = m["per_cell_type"]
         lines.append(
             f"| {r['seed']} | {m['accuracy']:.4f} | {m['balanced_accuracy']:.4f} | "
-            f"{m['roc_auc']:.4f} | {m['f1']:.4f} | {per['mono']['accuracy']:.4f} | "
+            f"{m['recall']:.4f} | {m['precision']:.4f} | {m['roc_auc']:.4f} | {m['f1']:.4f} | {per['mono']['accuracy']:.4f} | "
             f"{per['poly']['accuracy']:.4f} | {r['epochs']} | {r['train_seconds'] / 60:.1f} min |"
         )
 
@@ -175,11 +261,13 @@ def render(
 
     lines.append(
         f"| **mean ± std** | {mean_std(col('accuracy'))} | {mean_std(col('balanced_accuracy'))} "
+        f"| {mean_std(col('recall'))} | {mean_std(col('precision'))} "
         f"| {mean_std(col('roc_auc'))} | {mean_std(col('f1'))} | "
         f"{mean_std(col('accuracy', 'mono'))} | {mean_std(col('accuracy', 'poly'))} | | "
         f"{statistics.mean(r['train_seconds'] for r in results) / 60:.1f} min |"
     )
     first = results[0]
+    lines += threshold_section(results, operating_threshold(params))
     lines += [
         "",
         f"Model: {first['parameters']:,} parameters, {first['tflite_bytes'] / 1024:.0f} KiB "
@@ -230,12 +318,13 @@ def main(argv: list[str] | None = None) -> None:
         for seed in args.seeds:
             print(f"bench-model: split seed {seed}", flush=True)
             results.append(run_seed(seed, params, Path(tmp)))
+            kept = keep_predictions(results[-1], args.section)
             # Every number the tables use, as each seed ends: a run cut short still reports them.
             m, minutes = results[-1]["metrics"], results[-1]["train_seconds"] / 60
             print(
                 f"bench-model: seed {seed}: accuracy {m['accuracy']:.4f}, balanced "
                 f"{m['balanced_accuracy']:.4f}, ROC AUC {m['roc_auc']:.4f}, "
-                f"training {minutes:.1f} min",
+                f"recall {m['recall']:.4f}, training {minutes:.1f} min; predictions in {kept}",
                 flush=True,
             )
             # The section too: a run of hours cut short keeps the seeds it finished, marked so.

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -16,13 +17,26 @@ import bench.model_quality as model_quality  # the repo root is not on the impor
 from classifier.pipeline.recipe import Recipe
 
 
+def predictions(test_p: list[float], test_y: list[int], val_p: list[float], val_y: list[int]):
+    return {
+        "test_p": np.array(test_p),
+        "test_y": np.array(test_y),
+        "test_type": np.array(["mono"] * len(test_y)),
+        "test_expert_p": np.array(test_y, dtype=float),
+        "val_member1_p": np.array(val_p),
+        "val_y": np.array(val_y),
+    }
+
+
 def fake_result(seed: int, params: dict[str, Any], _workdir: Path) -> dict[str, Any]:
     """What run_seed returns, without the training (the CLI plumbing is under test here)."""
     cell = {"accuracy": 0.8}
     metrics = {"accuracy": 0.8, "balanced_accuracy": 0.7, "roc_auc": 0.9, "f1": 0.6}
+    metrics |= {"recall": 0.65, "precision": 0.75}
     return {
         "seed": seed,
         "metrics": {**metrics, "per_cell_type": {"mono": cell, "poly": cell}},
+        "predictions": predictions([0.1, 0.9, 0.4, 0.6], [0, 1, 1, 0], [0.1, 0.9], [0, 1]),
         "train_seconds": 60.0,
         "epochs": int(params["train"]["epochs"]),
         "tflite_bytes": 2048,
@@ -31,8 +45,15 @@ def fake_result(seed: int, params: dict[str, Any], _workdir: Path) -> dict[str, 
     }
 
 
+@pytest.fixture(autouse=True)
+def kept_in_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """Each seed's predictions go to a scratch folder, not the checkout's build/."""
+    monkeypatch.setattr(model_quality, "KEPT", tmp_path / "kept")
+    return tmp_path / "kept"
+
+
 def test_a_set_override_reaches_training_and_is_written_to_its_own_section(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], kept_in_tmp: Path
 ) -> None:
     written: dict[str, str] = {}
     monkeypatch.setattr(model_quality, "run_seed", fake_result)
@@ -41,10 +62,31 @@ def test_a_set_override_reaches_training_and_is_written_to_its_own_section(
     text = written["mq-trial"]
     assert "--set train.epochs=3 --section mq-trial --seeds 7" in text
     assert "up to 3 epochs" in text  # the override is what was trained and reported
-    assert "| 7 | 0.8000 |" in text
+    assert "| 7 | 0.8000 | 0.7000 | 0.6500 | 0.7500 | 0.9000 |" in text
     # Each seed's numbers are printed as it ends, so a run cut short still reports them.
-    expected = "seed 7: accuracy 0.8000, balanced 0.7000, ROC AUC 0.9000, training 1.0 min"
+    expected = "seed 7: accuracy 0.8000, balanced 0.7000, ROC AUC 0.9000, recall 0.6500, training"
     assert expected in capsys.readouterr().out
+    with np.load(kept_in_tmp / "mq-trial" / "seed-7.npz") as kept:
+        assert kept["test_p"].tolist() == [0.1, 0.9, 0.4, 0.6]
+        assert kept["val_member1_p"].tolist() == [0.1, 0.9]
+
+
+def test_the_threshold_grid_is_scored_over_the_split_seeds() -> None:
+    # At 0.5 each seed misses its 0.4 defective cell: 3 of 4. At 0.35 seed 1 gets all 4 and
+    # seed 2 still 3 of 4 (it catches the 0.4 cell and raises a false alarm on the 0.45 one).
+    val = ([0.3, 0.1], [1, 0])
+    one = {"seed": 1, "predictions": predictions([0.1, 0.9, 0.4, 0.2], [0, 1, 1, 0], *val)}
+    val = ([0.6, 0.1], [1, 0])
+    two = {"seed": 2, "predictions": predictions([0.45, 0.9, 0.4, 0.1], [0, 1, 1, 0], *val)}
+    lines = model_quality.threshold_section([one, two], 0.5)
+    rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
+    assert rows["| **0.5**"].startswith("| **0.5** | 0.7500 | 0.7500 | 0.7500 | 1.000 | 0.500 ")
+    assert rows["| 0.35"].startswith("| 0.35 | 0.8750 | 0.7500 | 0.8750 | 0.833 | 1.000 ")
+    # The validation rule: seed 1's defective validation cell (P 0.3) is caught up to 0.25,
+    # the higher of the tied best, which on the test split gets all 4; seed 2's (P 0.6) up to
+    # 0.55, where the test split's 0.4 cell is missed.
+    assert "1: 0.25 (accuracy 1.0000," in lines[-1]
+    assert "2: 0.55 (accuracy 0.7500," in lines[-1]
 
 
 def test_a_run_cut_short_keeps_the_seeds_it_finished_marked_partial(
