@@ -249,7 +249,8 @@ def render(
         per = m["per_cell_type"]
         lines.append(
             f"| {r['seed']} | {m['accuracy']:.4f} | {m['balanced_accuracy']:.4f} | "
-            f"{m['recall']:.4f} | {m['precision']:.4f} | {m['roc_auc']:.4f} | {m['f1']:.4f} | {per['mono']['accuracy']:.4f} | "
+            f"{m['recall']:.4f} | {m['precision']:.4f} | {m['roc_auc']:.4f} | {m['f1']:.4f} | "
+            f"{per['mono']['accuracy']:.4f} | "
             f"{per['poly']['accuracy']:.4f} | {r['epochs']} | {r['train_seconds'] / 60:.1f} min |"
         )
 

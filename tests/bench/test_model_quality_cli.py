@@ -17,7 +17,9 @@ import bench.model_quality as model_quality  # the repo root is not on the impor
 from classifier.pipeline.recipe import Recipe
 
 
-def predictions(test_p: list[float], test_y: list[int], val_p: list[float], val_y: list[int]):
+def predictions(
+    test_p: list[float], test_y: list[int], val_p: list[float], val_y: list[int]
+) -> dict[str, np.ndarray]:
     return {
         "test_p": np.array(test_p),
         "test_y": np.array(test_y),
