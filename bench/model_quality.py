@@ -29,9 +29,17 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.operating_threshold import Row, held_out_member, pick, threshold_table
+from bench.operating_threshold import (
+    Row,
+    against_most_accurate,
+    held_out_member,
+    pick,
+    recall_pick,
+    threshold_table,
+)
 from bench.report import machine_line, section_name, write_section
 from bench.trials import apply_override, split_and_train
+from classifier.comparison import GateRule
 from classifier.pipeline.common import input_channels, load_params
 from classifier.pipeline.recipe import Recipe
 
@@ -119,34 +127,57 @@ def validation_pick(result: dict[str, Any]) -> Row:
     return next(row for row in threshold_rows(result) if row.threshold == chosen.threshold)
 
 
-def threshold_section(results: list[dict[str, Any]], current: float) -> list[str]:
-    """The grid over the split seeds' test sets, and the validation rule's pick per seed."""
+def threshold_section(results: list[dict[str, Any]], current: float, rule: GateRule) -> list[str]:
+    """The grid over the split seeds' test sets, the rule's pick (`recall_pick` on the pooled
+    cells), and the validation rule's pick per seed."""
+    import numpy as np
+
     per_seed = [threshold_rows(r) for r in results]
+    pooled = against_most_accurate(
+        np.concatenate([r["predictions"]["test_y"] for r in results]),
+        np.concatenate([r["predictions"]["test_p"] for r in results]),
+        THRESHOLDS,
+        rule,
+    )
+    chosen = recall_pick(pooled).threshold
+    cells = sum(len(r["predictions"]["test_y"]) for r in results)
     lines = [
         "",
-        f"The operating threshold on the same test splits (now {current:g}, in bold): mean "
-        "over the split seeds, and the lowest split's accuracy. A cell is called defective "
-        "when P(defective) > threshold.",
+        f"The operating threshold on the same test splits (now {current:g}): mean over the "
+        "split seeds, the lowest split's accuracy, and the accuracy paired against the most "
+        f"accurate threshold's on all {cells} test cells, with the gate's interval "
+        f"({rule.confidence:.0%}). A cell is called defective when P(defective) > threshold. "
+        "The rule (`bench.operating_threshold.recall_pick`, in bold): going down from the most "
+        "accurate threshold, the lowest before the first that is worse with confidence.",
         "",
         "| threshold | accuracy | lowest split | balanced acc. | precision | recall "
-        "| missed | false alarms |",
-        "|---|---|---|---|---|---|---|---|",
+        "| missed | false alarms | vs most accurate, pooled |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for i, t in enumerate(THRESHOLDS):
+    for i, (t, against) in enumerate(zip(THRESHOLDS, pooled, strict=True)):
         rows = [seed_rows[i] for seed_rows in per_seed]
-        mark = "**" if abs(t - current) < 1e-9 else ""
+        mark = "**" if t == chosen else ""
+        now = " (now)" if abs(t - current) < 1e-9 else ""
 
         def mean(key: str, rows: list[Row] = rows) -> float:
             return statistics.mean(float(getattr(row, key)) for row in rows)
 
+        paired = (
+            "most accurate"
+            if against.most_accurate
+            else f"{against.difference:+.2%} ({against.low:+.2%} to {against.high:+.2%})"
+            + (", worse" if against.worse else "")
+        )
         lines.append(
-            f"| {mark}{t:g}{mark} | {mean('accuracy'):.4f} "
+            f"| {mark}{t:g}{mark}{now} | {mean('accuracy'):.4f} "
             f"| {min(row.accuracy for row in rows):.4f} | {mean('balanced_accuracy'):.4f} "
             f"| {mean('precision'):.3f} | {mean('recall'):.3f} | {mean('missed'):.1f} "
-            f"| {mean('false_alarms'):.1f} |"
+            f"| {mean('false_alarms'):.1f} | {paired} |"
         )
     picks = [(r["seed"], validation_pick(r)) for r in results]
     lines += [
+        "",
+        f"The rule's pick: {chosen:g}.",
         "",
         "The validation rule (`bench.operating_threshold`: the highest balanced accuracy of "
         "member 1 on the validation split) per split seed, scored on that seed's test split: "
@@ -268,7 +299,8 @@ def render(
         f"{statistics.mean(r['train_seconds'] for r in results) / 60:.1f} min |"
     )
     first = results[0]
-    lines += threshold_section(results, operating_threshold(params))
+    rule = GateRule.from_params(params["gate"])
+    lines += threshold_section(results, operating_threshold(params), rule)
     lines += [
         "",
         f"Model: {first['parameters']:,} parameters, {first['tflite_bytes'] / 1024:.0f} KiB "

@@ -1,19 +1,26 @@
 """Where to put the operating threshold: precision, recall and balanced accuracy on the
-validation split over a grid of thresholds, and the rule's pick.
+validation split over a grid of thresholds, and the rules that pick one.
 
     .venv/bin/python -m bench.operating_threshold            # after `dvc repro` (models/, data/)
 
-The rule (docs/pipeline.md, "The operating threshold"): the threshold of the grid with the
-highest balanced accuracy on member 1's validation predictions; on a tie, the higher threshold
-(fewer false alarms). Balanced accuracy weighs a missed defective cell against a false alarm by
-the inverse of their classes' shares (ELPV: one defective cell in three, so a miss counts about
-twice a false alarm), which is the trade an inspection line wants. Member 1 is the only part of
+The rule over split seeds, `recall_pick` (docs/pipeline.md, "The operating threshold"), is
+applied by `bench.model_quality` to the pooled test predictions of its split seeds: going down
+the grid from the most accurate threshold, the lowest one before the first whose accuracy is
+worse with confidence, paired on the same cells by the gate's own rule
+(`classifier.comparison`). It spends accuracy on recall only where the loss cannot be told from
+noise.
+
+This command shows one model on its own validation split, with the first rule, which did not
+carry over to the test split (docs/benchmarks.md `operating-threshold`): the threshold of the
+grid with the highest balanced accuracy on member 1's validation predictions; on a tie, the
+higher threshold (fewer false alarms). Balanced accuracy weighs a missed defective cell against
+a false alarm by the inverse of their classes' shares (ELPV: one defective cell in three, so a
+miss counts about twice a false alarm). Member 1 is the only part of
 the model that never fitted the validation split (it only early-stopped on it; with
 `train.cross_fold`, member 2 fitted it), so its predictions are the honest ones; the averaged
 model's are printed beside them for reference. The test split is not read.
 
-Prints both tables and writes the section `operating-threshold` of docs/benchmarks.md. Set
-`evaluate.operating_threshold` in params.yaml to the pick, then `dvc repro evaluate export`.
+Prints both tables and writes the section `operating-threshold` of docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from bench.report import machine_line, write_section
+from classifier.comparison import GateRule, paired_difference
 from classifier.pipeline.prepare import load_split  # the package pins the CPU kernels first
 
 
@@ -76,6 +84,56 @@ def threshold_table(
 def pick(rows: list[Row]) -> Row:
     """The rule: the highest balanced accuracy; on a tie, the higher threshold."""
     return max(rows, key=lambda row: (round(row.balanced_accuracy, 12), row.threshold))
+
+
+@dataclass(frozen=True)
+class AgainstMostAccurate:
+    """One threshold's accuracy paired against the most accurate threshold's, same cells."""
+
+    threshold: float
+    difference: float  # accuracy here minus at the most accurate threshold
+    low: float  # the gate's interval of that difference (classifier.comparison)
+    high: float
+    worse: bool  # worse with confidence, by the gate's own rule
+    most_accurate: bool  # the threshold the others are paired against
+
+
+def against_most_accurate(
+    y_true: npt.NDArray[Any],
+    p_defective: npt.NDArray[Any],
+    grid: list[float],
+    rule: GateRule,
+) -> list[AgainstMostAccurate]:
+    """Each threshold of the grid against the most accurate one (the higher on a tie), paired on
+    the same cells as the gate pairs two models: b = cells right only here, c = right only there;
+    worse when the interval's upper bound is below -`max_drop_vs_baseline`."""
+    y = np.asarray(y_true).astype(int).ravel() == 1
+    p = np.asarray(p_defective, dtype=np.float64).ravel()
+    right = {t: (p > t) == y for t in grid}
+    best = max(grid, key=lambda t: (int(np.sum(right[t])), t))
+    rows = []
+    for t in grid:
+        b = int(np.sum(right[t] & ~right[best]))
+        c = int(np.sum(~right[t] & right[best]))
+        difference, low, high = paired_difference(b, c, len(y), rule.confidence)
+        worse = high < -rule.max_drop_vs_baseline
+        rows.append(AgainstMostAccurate(t, difference, low, high, worse, t == best))
+    return rows
+
+
+def recall_pick(rows: list[AgainstMostAccurate]) -> AgainstMostAccurate:
+    """The rule over split seeds: going down the grid from the most accurate threshold, the
+    lowest one reached before the first that is worse with confidence. A lower threshold buys
+    recall with false alarms; this spends accuracy on recall only as far as the test cells
+    cannot tell the loss from noise, by the same paired rule the gate applies to two models."""
+    ordered = sorted(rows, key=lambda row: row.threshold)
+    most_accurate = next(i for i, row in enumerate(ordered) if row.most_accurate)
+    chosen = ordered[most_accurate]
+    for row in reversed(ordered[:most_accurate]):
+        if row.worse:
+            break
+        chosen = row
+    return chosen
 
 
 def held_out_member(model: Any) -> Any:

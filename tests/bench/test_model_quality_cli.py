@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import bench.model_quality as model_quality  # the repo root is not on the import path
 
+from classifier.comparison import GateRule
 from classifier.pipeline.recipe import Recipe
 
 
@@ -80,10 +81,16 @@ def test_the_threshold_grid_is_scored_over_the_split_seeds() -> None:
     one = {"seed": 1, "predictions": predictions([0.1, 0.9, 0.4, 0.2], [0, 1, 1, 0], *val)}
     val = ([0.6, 0.1], [1, 0])
     two = {"seed": 2, "predictions": predictions([0.45, 0.9, 0.4, 0.1], [0, 1, 1, 0], *val)}
-    lines = model_quality.threshold_section([one, two], 0.5)
+    rule = GateRule(min_accuracy=0.85, max_drop_vs_baseline=0.0, confidence=0.95)
+    lines = model_quality.threshold_section([one, two], 0.5, rule)
     rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
-    assert rows["| **0.5**"].startswith("| **0.5** | 0.7500 | 0.7500 | 0.7500 | 1.000 | 0.500 ")
+    assert rows["| 0.5 (now)"].startswith("| 0.5 (now) | 0.7500 | 0.7500 | 0.7500 | 1.000 | 0.500 ")
     assert rows["| 0.35"].startswith("| 0.35 | 0.8750 | 0.7500 | 0.8750 | 0.833 | 1.000 ")
+    # Pooled, 0.2-0.35 are the most accurate (7 of 8); the higher of them, 0.35, is the
+    # reference, and the ones below it are as accurate: the lowest, 0.2, is the pick.
+    assert rows["| 0.35"].endswith("| most accurate |")
+    assert rows["| 0.4"].endswith("| -25.00% (-25.00% to +17.09%) |")
+    assert "The rule's pick: 0.2." in lines
     # The validation rule: seed 1's defective validation cell (P 0.3) is caught up to 0.25,
     # the higher of the tied best, which on the test split gets all 4; seed 2's (P 0.6) up to
     # 0.55, where the test split's 0.4 cell is missed.

@@ -10,11 +10,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.operating_threshold import (  # the repo root is not on the import path
+    against_most_accurate,
     grid_of,
     held_out_member,
     pick,
+    recall_pick,
     threshold_table,
 )
+
+from classifier.comparison import GateRule
 
 Y = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0])
 P = np.array([0.9, 0.6, 0.4, 0.25, 0.45, 0.3, 0.2, 0.1, 0.1, 0.05, 0.05, 0.0])
@@ -39,6 +43,54 @@ def test_the_pick_is_the_best_balanced_accuracy_and_the_higher_threshold_on_a_ti
     tied = threshold_table(Y, P, [0.3, 0.35])  # the same cells flagged at both: a tie
     assert tied[0].balanced_accuracy == tied[1].balanced_accuracy
     assert pick(tied).threshold == 0.35
+
+
+GRID = grid_of(0.2, 0.6, 0.05)
+RULE = GateRule(min_accuracy=0.85, max_drop_vs_baseline=0.0, confidence=0.95)
+
+
+def cells(*groups: tuple[int, int, float]) -> tuple[np.ndarray, np.ndarray]:
+    """(count, label, P) groups -> y, p."""
+    y = np.concatenate([np.full(n, label) for n, label, _ in groups])
+    return y, np.concatenate([np.full(n, p) for n, _, p in groups])
+
+
+def test_going_down_the_grid_stops_at_the_first_threshold_worse_with_confidence() -> None:
+    y, p = cells(
+        (100, 0, 0.1),
+        (100, 1, 0.9),
+        (1, 0, 0.47),  # one false alarm from 0.45 down: a loss the test cannot tell from noise
+        (30, 0, 0.42),  # 30 more from 0.4 down: worse with confidence
+        (30, 1, 0.37),  # caught from 0.35 down, which evens 0.35 out again
+    )
+    rows = {row.threshold: row for row in against_most_accurate(y, p, GRID, RULE)}
+    # 0.5, 0.55 and 0.6 are equally accurate: the higher is the one the others pair against.
+    assert [t for t, row in rows.items() if row.most_accurate] == [0.6]
+    assert rows[0.45].difference == pytest.approx(-1 / 261)
+    assert not rows[0.45].worse
+    assert rows[0.4].worse
+    assert not rows[0.35].worse  # as accurate as 0.45, but below the first worse threshold
+    assert recall_pick(list(rows.values())).threshold == 0.45
+
+
+def test_the_most_accurate_threshold_is_kept_when_the_next_one_down_is_worse() -> None:
+    y, p = cells((100, 0, 0.1), (100, 1, 0.9), (40, 0, 0.57))
+    chosen = recall_pick(against_most_accurate(y, p, GRID, RULE))
+    assert chosen.threshold == 0.6
+    assert chosen.most_accurate
+
+
+def test_the_rule_honours_the_gates_allowed_drop() -> None:
+    y, p = cells((100, 0, 0.1), (100, 1, 0.9), (30, 0, 0.42))
+    strict = recall_pick(against_most_accurate(y, p, GRID, RULE))
+    lenient = GateRule(min_accuracy=0.85, max_drop_vs_baseline=0.2, confidence=0.95)
+    assert (
+        strict.threshold,
+        recall_pick(against_most_accurate(y, p, GRID, lenient)).threshold,
+    ) == (
+        0.45,
+        0.2,
+    )
 
 
 def test_one_class_or_a_bad_grid_is_refused() -> None:
