@@ -29,14 +29,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.operating_threshold import (
-    Row,
-    against_most_accurate,
-    held_out_member,
-    pick,
-    recall_pick,
-    threshold_table,
-)
+from bench.operating_threshold import held_out_member, over_split_seeds
 from bench.report import machine_line, section_name, write_section
 from bench.trials import apply_override, split_and_train
 from classifier.comparison import GateRule
@@ -47,8 +40,6 @@ from classifier.pipeline.recipe import Recipe
 # electroluminescence images", Solar Energy 185 (2019): same data, same 75/25 protocol.
 PAPER = {"CNN (VGG-19, ImageNet-pretrained, GPU)": 0.8842, "SVM (hand-crafted features)": 0.8244}
 HEADLINE = ("accuracy", "balanced_accuracy", "roc_auc", "f1")
-# The thresholds scored on every split (bench.operating_threshold's default grid).
-THRESHOLDS = [round(0.2 + 0.05 * i, 2) for i in range(9)]
 KEPT = Path("build/bench-model")  # each seed's predictions, under the section's name
 
 
@@ -113,82 +104,6 @@ def keep_predictions(result: dict[str, Any], section: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **result["predictions"])
     return path
-
-
-def threshold_rows(result: dict[str, Any]) -> list[Row]:
-    pred = result["predictions"]
-    return threshold_table(pred["test_y"], pred["test_p"], THRESHOLDS)
-
-
-def validation_pick(result: dict[str, Any]) -> Row:
-    """The rule's pick on this seed's validation split (member 1), as the test split scores it."""
-    pred = result["predictions"]
-    chosen = pick(threshold_table(pred["val_y"], pred["val_member1_p"], THRESHOLDS))
-    return next(row for row in threshold_rows(result) if row.threshold == chosen.threshold)
-
-
-def threshold_section(results: list[dict[str, Any]], current: float, rule: GateRule) -> list[str]:
-    """The grid over the split seeds' test sets, the rule's pick (`recall_pick` on the pooled
-    cells), and the validation rule's pick per seed."""
-    import numpy as np
-
-    per_seed = [threshold_rows(r) for r in results]
-    pooled = against_most_accurate(
-        np.concatenate([r["predictions"]["test_y"] for r in results]),
-        np.concatenate([r["predictions"]["test_p"] for r in results]),
-        THRESHOLDS,
-        rule,
-    )
-    chosen = recall_pick(pooled).threshold
-    cells = sum(len(r["predictions"]["test_y"]) for r in results)
-    lines = [
-        "",
-        f"The operating threshold on the same test splits (now {current:g}): mean over the "
-        "split seeds, the lowest split's accuracy, and the accuracy paired against the most "
-        f"accurate threshold's on all {cells} test cells, with the gate's interval "
-        f"({rule.confidence:.0%}). A cell is called defective when P(defective) > threshold. "
-        "The rule (`bench.operating_threshold.recall_pick`, in bold): going down from the most "
-        "accurate threshold, the lowest before the first that is worse with confidence.",
-        "",
-        "| threshold | accuracy | lowest split | balanced acc. | precision | recall "
-        "| missed | false alarms | vs most accurate, pooled |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for i, (t, against) in enumerate(zip(THRESHOLDS, pooled, strict=True)):
-        rows = [seed_rows[i] for seed_rows in per_seed]
-        mark = "**" if t == chosen else ""
-        now = " (now)" if abs(t - current) < 1e-9 else ""
-
-        def mean(key: str, rows: list[Row] = rows) -> float:
-            return statistics.mean(float(getattr(row, key)) for row in rows)
-
-        paired = (
-            "most accurate"
-            if against.most_accurate
-            else f"{against.difference:+.2%} ({against.low:+.2%} to {against.high:+.2%})"
-            + (", worse" if against.worse else "")
-        )
-        lines.append(
-            f"| {mark}{t:g}{mark}{now} | {mean('accuracy'):.4f} "
-            f"| {min(row.accuracy for row in rows):.4f} | {mean('balanced_accuracy'):.4f} "
-            f"| {mean('precision'):.3f} | {mean('recall'):.3f} | {mean('missed'):.1f} "
-            f"| {mean('false_alarms'):.1f} | {paired} |"
-        )
-    picks = [(r["seed"], validation_pick(r)) for r in results]
-    lines += [
-        "",
-        f"The rule's pick: {chosen:g}.",
-        "",
-        "The validation rule (`bench.operating_threshold`: the highest balanced accuracy of "
-        "member 1 on the validation split) per split seed, scored on that seed's test split: "
-        + "; ".join(
-            f"{seed}: {row.threshold:g} (accuracy {row.accuracy:.4f}, balanced "
-            f"{row.balanced_accuracy:.4f}, recall {row.recall:.3f})"
-            for seed, row in picks
-        )
-        + ".",
-    ]
-    return lines
 
 
 def mean_std(values: list[float]) -> str:
@@ -300,7 +215,8 @@ def render(
     )
     first = results[0]
     rule = GateRule.from_params(params["gate"])
-    lines += threshold_section(results, operating_threshold(params), rule)
+    seeds = [(r["seed"], r["predictions"]) for r in results]
+    lines += ["", *over_split_seeds(seeds, operating_threshold(params), rule)]
     lines += [
         "",
         f"Model: {first['parameters']:,} parameters, {first['tflite_bytes'] / 1024:.0f} KiB "

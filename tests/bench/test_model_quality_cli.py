@@ -14,7 +14,6 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import bench.model_quality as model_quality  # the repo root is not on the import path
 
-from classifier.comparison import GateRule
 from classifier.pipeline.recipe import Recipe
 
 
@@ -72,30 +71,6 @@ def test_a_set_override_reaches_training_and_is_written_to_its_own_section(
     with np.load(kept_in_tmp / "mq-trial" / "seed-7.npz") as kept:
         assert kept["test_p"].tolist() == [0.1, 0.9, 0.4, 0.6]
         assert kept["val_member1_p"].tolist() == [0.1, 0.9]
-
-
-def test_the_threshold_grid_is_scored_over_the_split_seeds() -> None:
-    # At 0.5 each seed misses its 0.4 defective cell: 3 of 4. At 0.35 seed 1 gets all 4 and
-    # seed 2 still 3 of 4 (it catches the 0.4 cell and raises a false alarm on the 0.45 one).
-    val = ([0.3, 0.1], [1, 0])
-    one = {"seed": 1, "predictions": predictions([0.1, 0.9, 0.4, 0.2], [0, 1, 1, 0], *val)}
-    val = ([0.6, 0.1], [1, 0])
-    two = {"seed": 2, "predictions": predictions([0.45, 0.9, 0.4, 0.1], [0, 1, 1, 0], *val)}
-    rule = GateRule(min_accuracy=0.85, max_drop_vs_baseline=0.0, confidence=0.95)
-    lines = model_quality.threshold_section([one, two], 0.5, rule)
-    rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
-    assert rows["| 0.5 (now)"].startswith("| 0.5 (now) | 0.7500 | 0.7500 | 0.7500 | 1.000 | 0.500 ")
-    assert rows["| 0.35"].startswith("| 0.35 | 0.8750 | 0.7500 | 0.8750 | 0.833 | 1.000 ")
-    # Pooled, 0.2-0.35 are the most accurate (7 of 8); the higher of them, 0.35, is the
-    # reference, and the ones below it are as accurate: the lowest, 0.2, is the pick.
-    assert rows["| 0.35"].endswith("| most accurate |")
-    assert rows["| 0.4"].endswith("| -25.00% (-25.00% to +17.09%) |")
-    assert "The rule's pick: 0.2." in lines
-    # The validation rule: seed 1's defective validation cell (P 0.3) is caught up to 0.25,
-    # the higher of the tied best, which on the test split gets all 4; seed 2's (P 0.6) up to
-    # 0.55, where the test split's 0.4 cell is missed.
-    assert "1: 0.25 (accuracy 1.0000," in lines[-1]
-    assert "2: 0.55 (accuracy 0.7500," in lines[-1]
 
 
 def test_a_run_cut_short_keeps_the_seeds_it_finished_marked_partial(

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from bench.operating_threshold import (  # the repo root is not on the import path
+import bench.operating_threshold as operating_threshold  # the repo root is not on the path
+from bench.operating_threshold import (
     against_most_accurate,
     grid_of,
     held_out_member,
+    over_split_seeds,
     pick,
     recall_pick,
     threshold_table,
@@ -91,6 +93,68 @@ def test_the_rule_honours_the_gates_allowed_drop() -> None:
         0.45,
         0.2,
     )
+
+
+def kept(
+    test_p: list[float], test_y: list[int], val_p: list[float], val_y: list[int]
+) -> dict[str, np.ndarray]:
+    """One split seed's predictions, as bench.model_quality keeps them."""
+    return {
+        "test_p": np.array(test_p),
+        "test_y": np.array(test_y),
+        "val_member1_p": np.array(val_p),
+        "val_y": np.array(val_y),
+    }
+
+
+TWO_SEEDS = [
+    (1, kept([0.1, 0.9, 0.4, 0.2], [0, 1, 1, 0], [0.3, 0.1], [1, 0])),
+    (2, kept([0.45, 0.9, 0.4, 0.1], [0, 1, 1, 0], [0.6, 0.1], [1, 0])),
+]
+
+
+def test_the_threshold_grid_is_scored_over_the_split_seeds() -> None:
+    # At 0.5 each seed misses its 0.4 defective cell: 3 of 4. At 0.35 seed 1 gets all 4 and
+    # seed 2 still 3 of 4 (it catches the 0.4 cell and raises a false alarm on the 0.45 one).
+    lines = over_split_seeds(TWO_SEEDS, 0.5, RULE)
+    rows = {line.split(" | ")[0]: line for line in lines if line.startswith("| ")}
+    assert rows["| 0.5 (now)"].startswith("| 0.5 (now) | 0.7500 | 0.7500 | 0.7500 | 1.000 | 0.500 ")
+    assert rows["| 0.35"].startswith("| 0.35 | 0.8750 | 0.7500 | 0.8750 | 0.833 | 1.000 ")
+    # Pooled, 0.2-0.35 are the most accurate (7 of 8); the higher of them, 0.35, is the
+    # reference, and the ones below it are as accurate: the lowest, 0.2, is the pick.
+    assert rows["| 0.35"].endswith("| most accurate |")
+    assert rows["| 0.4"].endswith("| -25.00% (-25.00% to +17.09%) |")
+    assert "The rule's pick: 0.2." in lines
+    # The validation rule: seed 1's defective validation cell (P 0.3) is caught up to 0.25,
+    # the higher of the tied best, which on the test split gets all 4; seed 2's (P 0.6) up to
+    # 0.55, where the test split's 0.4 cell is missed.
+    assert "1: 0.25 (accuracy 1.0000," in lines[-1]
+    assert "2: 0.55 (accuracy 0.7500," in lines[-1]
+
+
+def test_the_command_judges_kept_predictions_over_split_seeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: dict[str, str] = {}
+    monkeypatch.setattr(operating_threshold, "write_section", written.__setitem__)
+    for seed, predictions in TWO_SEEDS:  # two runs of bench.model_quality, a seed each
+        (tmp_path / f"run-{seed}").mkdir()
+        np.savez(tmp_path / f"run-{seed}" / f"seed-{seed}.npz", **predictions)
+    operating_threshold.main(["--kept", str(tmp_path / "run-1"), str(tmp_path / "run-2")])
+    text = written["operating-threshold-over-seeds"]
+    assert "split seeds 1, 2" in text
+    assert "The rule's pick: 0.2." in text
+
+
+def test_kept_folders_that_hold_nothing_usable_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match=r"no seed-S\.npz in it"):
+        operating_threshold.main(["--kept", str(tmp_path)])
+    np.savez(tmp_path / "seed-3.npz", **TWO_SEEDS[0][1])
+    with pytest.raises(SystemExit, match="split seed 3 is in two folders"):
+        operating_threshold.main(["--kept", str(tmp_path), str(tmp_path)])
+    np.savez(tmp_path / "seed-3.npz", test_p=np.array([0.5]))
+    with pytest.raises(SystemExit, match="lacks test_y, val_member1_p, val_y"):
+        operating_threshold.main(["--kept", str(tmp_path)])
 
 
 def test_one_class_or_a_bad_grid_is_refused() -> None:
