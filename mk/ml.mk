@@ -39,7 +39,7 @@ gate: setup ## metric gate: the model card vs the floor and prod's card; report 
 dvc-push: setup ## push data and pipeline outputs to the default DVC remote
 	$(DVC) push
 
-bench-model: setup ## model quality over 3 split seeds -> docs/benchmarks.md (slow: a training per seed)
+bench-model: setup ## model quality over 5 split seeds -> docs/benchmarks.md (slow: a training per seed)
 	$(ML_ENV) $(ML_NICE) $(BIN)/python -m bench.model_quality
 
 bench-members: setup ## inference cost of the ensemble vs one member -> docs/benchmarks.md
