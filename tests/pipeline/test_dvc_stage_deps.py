@@ -8,6 +8,7 @@ a new import of one of our modules fails here until dvc.yaml lists it.
 from __future__ import annotations
 
 import ast
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -78,3 +79,47 @@ def test_stage_deps_list_all_the_code_it_runs(stage: str) -> None:
     assert needed, f"stage {stage}: {cmd[2]} is not a module under src/"
     missing = sorted(needed - set(STAGES[stage]["deps"]))
     assert not missing, f"dvc.yaml stage {stage!r} runs {missing} but does not list them in deps"
+
+
+LOCK = yaml.safe_load((REPO / "dvc.lock").read_text(encoding="utf-8"))["stages"]
+PARAMS = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+RELOCK = (
+    "dvc.lock must describe the committed code and params, or a fresh `make run` trains again "
+    "and the committed model is not what its commit makes: run `dvc repro` and commit dvc.lock "
+    "(or, for a change that cannot alter an output, such as a comment, `dvc pull` then "
+    "`dvc commit STAGE`)"
+)
+
+
+def dvc_md5(path: Path) -> str:
+    """DVC 3's file hash (`hash: md5` in dvc.lock): the MD5 of the bytes, not for security."""
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def lookup(dotted: str) -> object:
+    """params.yaml's value at a dotted key, or a marker when it has none."""
+    node: object = PARAMS
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return "<not in params.yaml>"
+        node = node[key]
+    return node
+
+
+@pytest.mark.parametrize("stage", sorted(LOCK))
+def test_dvc_lock_records_the_committed_code_of_each_stage(stage: str) -> None:
+    stale = [
+        dep["path"]
+        for dep in LOCK[stage].get("deps", [])
+        if (REPO / dep["path"]).is_file()
+        and dep["path"].endswith(".py")
+        and dvc_md5(REPO / dep["path"]) != dep["md5"]
+    ]
+    assert not stale, f"stage {stage}: {stale} changed since dvc.lock. {RELOCK}"
+
+
+@pytest.mark.parametrize("stage", sorted(LOCK))
+def test_dvc_lock_records_the_committed_params_of_each_stage(stage: str) -> None:
+    locked = LOCK[stage].get("params", {}).get("params.yaml", {})
+    stale = {key: (value, lookup(key)) for key, value in locked.items() if lookup(key) != value}
+    assert not stale, f"stage {stage}: params (locked, now) {stale}. {RELOCK}"
