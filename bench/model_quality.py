@@ -12,8 +12,9 @@ wall time, and the model's size (.tflite bytes) and FLOPs per image. Rewrites th
 
 The operating threshold is a recipe choice, so the section also scores each split's test
 predictions over a grid of thresholds (mean, and the lowest split, of accuracy, balanced
-accuracy, precision and recall), and what the validation rule of `bench.operating_threshold`
-picks on each split seed and gets on its test split. Each seed's predictions (test: averaged
+accuracy, precision and recall) with the pick of the rule over split seeds
+(`bench.operating_threshold.recall_pick`), and what the single-split validation rule picks on
+each split seed and gets on its test split. Each seed's predictions (test: averaged
 model; validation: member 1) are kept in `build/bench-model/SECTION/seed-S.npz`, so another
 threshold rule can be judged on them without training again.
 """
