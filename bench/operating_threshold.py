@@ -42,8 +42,7 @@ from bench.report import machine_line, write_section
 from classifier.comparison import GateRule, paired_difference
 from classifier.pipeline.prepare import load_split  # the package pins the CPU kernels first
 
-# The grid bench.model_quality scores on every split seed (the CLI's default --grid).
-THRESHOLDS = [round(0.2 + 0.05 * i, 2) for i in range(9)]
+DEFAULT_GRID = (0.2, 0.6, 0.05)  # START, STOP, STEP: the CLI's --grid and THRESHOLDS
 Predictions = dict[str, npt.NDArray[Any]]  # one split seed's, as bench.model_quality keeps them
 
 
@@ -143,7 +142,7 @@ def recall_pick(rows: list[AgainstMostAccurate]) -> AgainstMostAccurate:
     return chosen
 
 
-def test_rows(predictions: Predictions) -> list[Row]:
+def rows_on_test(predictions: Predictions) -> list[Row]:
     return threshold_table(predictions["test_y"], predictions["test_p"], THRESHOLDS)
 
 
@@ -151,7 +150,7 @@ def validation_pick(predictions: Predictions) -> Row:
     """The validation rule's pick on one split seed (member 1), as its test split scores it."""
     val = threshold_table(predictions["val_y"], predictions["val_member1_p"], THRESHOLDS)
     chosen = pick(val).threshold
-    return next(row for row in test_rows(predictions) if row.threshold == chosen)
+    return next(row for row in rows_on_test(predictions) if row.threshold == chosen)
 
 
 def over_split_seeds(
@@ -160,7 +159,7 @@ def over_split_seeds(
     """Markdown: the grid over the split seeds' test sets (the averaged model), `recall_pick` on
     the pooled cells, and the validation rule's pick per seed; `seeds` as (seed, predictions)
     with bench.model_quality's keys (test_y, test_p, val_y, val_member1_p)."""
-    per_seed = [test_rows(predictions) for _, predictions in seeds]
+    per_seed = [rows_on_test(predictions) for _, predictions in seeds]
     pooled = against_most_accurate(
         np.concatenate([predictions["test_y"] for _, predictions in seeds]),
         np.concatenate([predictions["test_p"] for _, predictions in seeds]),
@@ -234,6 +233,10 @@ def grid_of(start: float, stop: float, step: float) -> list[float]:
     return [round(start + i * step, 6) for i in range(count)]
 
 
+# The grid bench.model_quality scores on every split seed.
+THRESHOLDS = grid_of(*DEFAULT_GRID)
+
+
 def table(rows: list[Row], chosen: Row | None) -> str:
     lines = [
         "| threshold | precision | recall | balanced accuracy | accuracy | missed | false alarms |",
@@ -260,7 +263,10 @@ def load_kept(folders: list[Path]) -> list[tuple[int, Predictions]]:
                 "build/bench-model/SECTION"
             )
         for path in files:
-            seed = int(path.stem.removeprefix("seed-"))
+            name = path.stem.removeprefix("seed-")
+            if not name.isdigit():
+                raise SystemExit(f"{path}: expected seed-S.npz with S a split seed")
+            seed = int(name)
             if seed in seeds:
                 raise SystemExit(f"--kept: split seed {seed} is in two folders; give it once")
             with np.load(path) as kept:
@@ -304,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
         "--grid",
         nargs=3,
         type=float,
-        default=[0.2, 0.6, 0.05],
+        default=list(DEFAULT_GRID),
         metavar=("START", "STOP", "STEP"),
         help="the thresholds to score (default 0.2 0.6 0.05)",
     )

@@ -155,6 +155,9 @@ def test_kept_folders_that_hold_nothing_usable_are_refused(tmp_path: Path) -> No
     np.savez(tmp_path / "seed-3.npz", test_p=np.array([0.5]))
     with pytest.raises(SystemExit, match="lacks test_y, val_member1_p, val_y"):
         operating_threshold.main(["--kept", str(tmp_path)])
+    (tmp_path / "seed-3.npz").rename(tmp_path / "seed-three.npz")
+    with pytest.raises(SystemExit, match=r"expected seed-S\.npz with S a split seed"):
+        operating_threshold.main(["--kept", str(tmp_path)])
 
 
 def test_one_class_or_a_bad_grid_is_refused() -> None:
