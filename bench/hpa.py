@@ -53,6 +53,10 @@ def plot(result: dict[str, Any], out: Path) -> None:
     top.legend(loc="upper right", fontsize=8)
     bottom.bar(seconds, ok, width=1.0, label="200")
     bottom.bar(seconds, other, width=1.0, bottom=ok, label="other / no answer")
+    loaded = [s for s in samples if s["t"] <= result["load_stopped_at"]]
+    bottom.step([s["t"] for s in loaded], [s["asked_rps"] for s in loaded], where="post",
+                color="black", linewidth=1, label="asked req/s")  # fmt: skip
+    bottom.set_ylim(0, 1.15 * max([*ok, *(s["asked_rps"] for s in loaded), 1]))
     bottom.set_ylabel("answers per second")
     bottom.set_xlabel("seconds since the load started")
     bottom.legend(loc="upper right", fontsize=8)
@@ -71,6 +75,7 @@ def markdown(result: dict[str, Any]) -> str:
     seconds_with_load = [int(s) for s in result["answers_per_second"] if int(s) < stopped]
     achieved = answered / max(1, len(seconds_with_load))
     peak = max((s["cpu_percent"] or 0) for s in result["samples"])
+    asked = max(s["asked_rps"] for s in result["samples"])
     outcomes = ", ".join(f"{k} {v}" for k, v in sorted(totals.items()))
     low, want = result["min_replicas"], result["want_replicas"]
     up, down = result["up_seconds"], result["down_seconds_after_load"]
@@ -83,9 +88,11 @@ def markdown(result: dict[str, Any]) -> str:
 
 metrics-server {result.get("metrics_server", "v0.8.0")} from the vendored chart (Argo CD, Helm),
 HPA sync period 5 s (sandbox only), staging's scale-down window 60 s (overlays/staging). Load:
-POST /v1/predict, one 300x300 PNG per request, {load["rps"]:.0f} req/s asked from
-{load["threads"]} threads through staging's Ingress (Traefik, HTTPS; {achieved:.1f} req/s
-answered on average while it ran).
+POST /v1/predict, one 300x300 PNG per request, from {load["threads"]} threads through staging's
+Ingress (Traefik, HTTPS). The rate starts at {load["start_rps"]:.0f} req/s and is raised
+x{load["ramp_factor"]} every {load["ramp_every_s"]:.0f} s while the HPA wants fewer than {want}
+replicas, up to {load["max_rps"]:.0f} req/s. This run asked up to {asked:.0f} req/s and got
+{achieved:.1f} answers per second on average while the load ran.
 
 | step | seconds |
 |---|---|
